@@ -1,0 +1,127 @@
+"""The attention module: trunk branch, bottom-up top-down soft mask branch, and their fusion.
+
+Layout of one module (p units, split, fuse, p units), following the official definitions:
+
+    u = U^p(x)                           # the mask starts from u itself
+    T = U^t(u)                           # trunk branch
+    M = SoftMaskBranch(u, size of T)     # values in [0, 1] for the sigmoid mask
+    H = U^p(T * M + T)                   # attention residual learning (ARL)
+
+`attention='nal'` gives the naive ablation H = U^p(T * M).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ran_jax.models.layers import caffe_max_pool, interp_like
+
+ModuleDef = Any
+
+ATTENTION_KINDS = ('arl', 'nal')
+MASK_ACTIVATIONS = ('sigmoid', 'channel', 'spatial')
+
+
+def mask_activation(x: jax.Array, kind: str) -> jax.Array:
+  """The paper's mask activations: f1 'sigmoid' (mixed), f2 'channel', f3 'spatial'."""
+  if kind == 'sigmoid':
+    return nn.sigmoid(x)
+  if kind == 'channel':
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+    return (x / (norm + 1e-12).astype(x.dtype)).astype(x.dtype)
+  if kind == 'spatial':
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+    std = jnp.std(x32, axis=(1, 2), keepdims=True)
+    return nn.sigmoid((x32 - mean) / (std + 1e-5)).astype(x.dtype)
+  raise ValueError(f'Unknown mask activation {kind!r}; choose one of {MASK_ACTIVATIONS}.')
+
+
+class TrunkBranch(nn.Module):
+  """t residual units at full resolution: the feature-processing path T(x)."""
+  features: int
+  unit: ModuleDef
+  num_units: int = 2
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(self.num_units):
+      x = self.unit(self.features, name=f'unit{i + 1}')(x)
+    return x
+
+
+class SoftMaskBranch(nn.Module):
+  """Bottom-up top-down (hourglass) mask M(x), resized to the trunk's spatial size.
+
+  Down: `poolings` times [3x3/2 max pool, r units], 2r units at the lowest level.
+  Up: at each intermediate level, bilinear up-sampling (Caffe Interp) to that level's exact
+  size, plus a skip unit of the level's bottom-up feature, then r units. The last
+  up-sampling goes to `target_hw` with nothing added; then the 1x1 head and activation.
+
+  Unit names: `down{level}_{i}`, `skip{level}`, `up{level}_{i}`; head `head_conv1/2`.
+  """
+  features: int
+  unit: ModuleDef
+  conv: ModuleDef
+  norm: ModuleDef
+  poolings: int
+  r: int = 1
+  preactivation: bool = True
+  activation: str = 'sigmoid'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, target_hw: tuple[int, int]) -> jax.Array:
+    levels = []
+    for level in range(1, self.poolings + 1):
+      x = caffe_max_pool(x)
+      depth = self.r if level < self.poolings else 2 * self.r
+      for i in range(depth):
+        x = self.unit(self.features, name=f'down{level}_{i + 1}')(x)
+      levels.append(x)
+    for level in range(self.poolings - 1, 0, -1):
+      bottom_up = levels[level - 1]
+      x = interp_like(x, *bottom_up.shape[1:3])
+      x = self.unit(self.features, name=f'skip{level}')(bottom_up) + x
+      for i in range(self.r):
+        x = self.unit(self.features, name=f'up{level}_{i + 1}')(x)
+    x = interp_like(x, *target_hw)
+    if self.preactivation:
+      x = nn.relu(self.norm(name='head_bn0')(x))
+    x = self.conv(self.features, (1, 1), name='head_conv1')(x)
+    x = nn.relu(self.norm(name='head_bn1')(x))
+    x = self.conv(self.features, (1, 1), name='head_conv2')(x)
+    return mask_activation(x, self.activation)
+
+
+class AttentionModule(nn.Module):
+  """One attention module; records its soft mask as `intermediates/.../soft_mask`.
+
+  Submodules: `pre{i}` (p units), `trunk`, `mask`, `post{i}` (p units).
+  """
+  features: int
+  unit: ModuleDef
+  conv: ModuleDef
+  norm: ModuleDef
+  poolings: int
+  p: int = 1
+  t: int = 2
+  r: int = 1
+  preactivation: bool = True
+  attention: str = 'arl'
+  mask_activation: str = 'sigmoid'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(self.p):
+      x = self.unit(self.features, name=f'pre{i + 1}')(x)
+    trunk = TrunkBranch(self.features, self.unit, self.t, name='trunk')(x)
+    mask = SoftMaskBranch(
+        self.features, self.unit, self.conv, self.norm, self.poolings, self.r,
+        self.preactivation, self.mask_activation, name='mask')(x, trunk.shape[1:3])
+    self.sow('intermediates', 'soft_mask', mask)
+    x = trunk * mask + trunk if self.attention == 'arl' else trunk * mask
+    for i in range(self.p):
+      x = self.unit(self.features, name=f'post{i + 1}')(x)
+    return x

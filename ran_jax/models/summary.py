@@ -1,0 +1,93 @@
+"""Parameter and multiply-add counts, per stage, without running the network.
+
+Multiply-adds count convolutions and the classifier (as the paper and the official
+counts do); they are read off each layer's shapes under `jax.eval_shape`, so even the
+largest model is summarised in seconds on a CPU.
+"""
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+  path: tuple[str, ...]
+  params: int
+  macs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCosts:
+  """Per-layer MACs, and parameters per top-level block, for one input size."""
+  layers: tuple[LayerCost, ...]
+  block_params: dict[str, int]
+  image_size: tuple[int, int]
+
+  @property
+  def total_params(self) -> int:
+    return sum(self.block_params.values())
+
+  @property
+  def total_macs(self) -> int:
+    return sum(layer.macs for layer in self.layers)
+
+  def block_macs(self) -> dict[str, int]:
+    totals = {name: 0 for name in self.block_params}
+    for layer in self.layers:
+      totals[layer.path[0]] = totals.get(layer.path[0], 0) + layer.macs
+    return totals
+
+
+def count_params(tree: Any) -> int:
+  """Number of scalars in a pytree of arrays (or shape structs)."""
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def _layer_cost(module: nn.Module, inputs: jax.Array, outputs: jax.Array) -> LayerCost:
+  in_features = inputs.shape[-1]
+  if isinstance(module, nn.Conv):
+    kernel = math.prod(module.kernel_size) * in_features // module.feature_group_count
+    macs = math.prod(outputs.shape[1:]) * kernel
+    params = kernel * module.features + (module.features if module.use_bias else 0)
+  else:
+    macs = in_features * module.features
+    params = macs + (module.features if module.use_bias else 0)
+  return LayerCost(tuple(module.path), params, macs)
+
+
+def model_costs(model: nn.Module, image_size: int | Sequence[int], channels: int = 3) -> ModelCosts:
+  """Counts `model`'s parameters and multiply-adds for one image of `image_size`."""
+  height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+  layers, order = [], {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and context.module.path:
+      order.setdefault(context.module.path[0], len(order))
+      if isinstance(context.module, (nn.Conv, nn.Dense)):
+        layers.append(_layer_cost(context.module, args[0], out))
+    return out
+
+  images = jnp.zeros((1, height, width, channels), jnp.float32)
+  with nn.intercept_methods(record):
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+  names = sorted(variables['params'], key=lambda name: order.get(name, len(order)))
+  block_params = {name: count_params(variables['params'][name]) for name in names}
+  return ModelCosts(tuple(layers), block_params, (height, width))
+
+
+def format_costs(costs: ModelCosts, title: str = '') -> str:
+  """A per-block table of parameters and multiply-adds."""
+  macs = costs.block_macs()
+  rows = [f'{title} at {costs.image_size[0]}x{costs.image_size[1]}'.strip(),
+          f'{"block":<14}{"params":>14}{"GMACs":>12}']
+  for name, params in costs.block_params.items():
+    rows.append(f'{name:<14}{params:>14,}{macs.get(name, 0) / 1e9:>12.4f}')
+  rows.append(f'{"total":<14}{costs.total_params:>14,}{costs.total_macs / 1e9:>12.4f}')
+  rows.append(f'multiply-adds: {costs.total_macs:,}')
+  return '\n'.join(rows)
