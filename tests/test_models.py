@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import tiny_model
-from ran_jax.models import (
-    AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch, create_model, list_models)
+
+from ran_jax.models import (AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch,
+                            create_model, list_models)
 from ran_jax.models.units import make_conv, make_norm
 
 IMAGENET_SIZES = [(57, 57), (100, 100), (224, 224), (320, 320), (448, 448), (224, 160)]
@@ -68,7 +68,8 @@ def test_bad_override_values(overrides, message):
     create_model('attention56', num_classes=10, **overrides)
 
 
-@pytest.mark.parametrize('name,size,minimum', [('attention56', 30, 31), ('attention56_cifar', 7, 8)])
+@pytest.mark.parametrize('name,size,minimum',
+                         [('attention56', 30, 31), ('attention56_cifar', 7, 8)])
 def test_too_small_images_name_the_minimum(name, size, minimum):
   model = create_model(name, num_classes=10)
   assert model.min_input_size == minimum

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from conftest import tiny_model
 
 # Loss before and after one SGD step (lr 0.1) of the tiny attention56_cifar below, and the

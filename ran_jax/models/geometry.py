@@ -1,7 +1,7 @@
 """Spatial-size bookkeeping: which input sizes a network's mask branches can handle."""
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from ran_jax.models.layers import caffe_pool_size
 

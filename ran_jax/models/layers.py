@@ -35,7 +35,7 @@ def caffe_max_pool(x: jax.Array, window: int = POOL_WINDOW, stride: int = POOL_S
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   """(out_size, in_size) bilinear interpolation weights with aligned corners (Caffe Interp)."""
   weights = np.zeros((out_size, in_size), np.float32)

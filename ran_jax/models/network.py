@@ -1,7 +1,8 @@
 """The Residual Attention Network: stem, attention stages, final residual stage, classifier."""
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -136,7 +137,7 @@ class ResidualAttentionNetwork(nn.Module):
       x = conv(self.stem_width, (3, 3), padding=((1, 1), (1, 1)), name='stem_conv')(x)
 
     for i, (width, modules, poolings) in enumerate(
-        zip(self.stage_widths, self.modules_per_stage, self.mask_poolings)):
+        zip(self.stage_widths, self.modules_per_stage, self.mask_poolings, strict=True)):
       x = AttentionStage(width, modules, 1 if i == 0 else 2, poolings, unit, module,
                          self.stage_tail_units, name=f'stage{i + 1}')(x)
     if self.final_units:

@@ -7,7 +7,8 @@ largest model is summarised in seconds on a CPU.
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
