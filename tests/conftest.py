@@ -1,10 +1,24 @@
-"""Shared test fixtures: tiny widths so real forward and backward passes stay fast on CPU."""
+"""Shared test fixtures: tiny widths so real forward and backward passes stay fast on CPU.
+
+The whole session sees 8 CPU devices, so that sharding is exercised as on a real host.
+"""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+
+import tempfile
 
 import jax
-import jax.numpy as jnp
 import pytest
 
-from ran_jax.models import create_model
+# Tests that train the same small network several times (resume, eval-only) compile it once.
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='ran_jax_xla_cache_'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+from ran_jax.models import create_model  # noqa: E402
 
 TINY = dict(stem_width=8, stage_widths=(16, 32, 64), final_width=128)
 TINY_NEXT = dict(TINY, groups=4)

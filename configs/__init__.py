@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections); run them from the repository root."""

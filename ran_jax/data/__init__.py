@@ -1,0 +1,1 @@
+"""Input data: dataset builders and input pipelines."""

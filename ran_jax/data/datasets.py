@@ -1,0 +1,45 @@
+"""What the pipeline needs to know about each supported TFDS dataset."""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """A TFDS dataset and its recipe.
+
+  Attributes:
+    tfds_name: the TFDS name.
+    train_split / eval_split: TFDS split names.
+    recipe: 'imagenet' (random-resized crop, centre-crop eval, mean/std) or 'small'
+      (zero-pad and random crop, optional flip, per-pixel mean subtraction).
+    pad: padding of the 'small' recipe's random crop.
+    flip: horizontal flips in training ('small' recipe).
+    cache: keep the decoded dataset in memory (small datasets).
+    manual_download: where the user must put files first, if anywhere.
+  """
+  tfds_name: str
+  train_split: str
+  eval_split: str
+  recipe: str
+  pad: int = 0
+  flip: bool = True
+  cache: bool = False
+  manual_download: str | None = None
+
+
+DATASETS = {
+    'imagenet2012': DatasetSpec(
+        'imagenet2012', 'train', 'validation', 'imagenet',
+        manual_download='ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
+                        '<data_dir>/downloads/manual/ (see README, "ImageNet")'),
+    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', pad=4, cache=True),
+    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', pad=4, cache=True),
+    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=1, flip=False, cache=True),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+  """The spec of dataset `name`, or a ValueError listing the supported ones."""
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}; supported: {", ".join(sorted(DATASETS))}.')
+  return DATASETS[name]

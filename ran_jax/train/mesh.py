@@ -1,0 +1,53 @@
+"""The device mesh and the shardings of a data-parallel run."""
+
+import collections
+from collections.abc import Iterable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = devices if devices is not None else jax.devices()
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the data axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+  """A clear error when the global batch can't be split evenly over the devices."""
+  devices = mesh.devices.size
+  if global_batch <= 0 or global_batch % devices:
+    raise ValueError(
+        f'batch_size={global_batch} must be a positive multiple of the number of devices '
+        f'({devices}); for example '
+        f'--config.batch_size={max(1, global_batch // devices) * devices}.')
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Assembles the global batch from every process's local part."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch_to_device(batches: Iterable[dict[str, np.ndarray]], sharding: NamedSharding,
+                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Keeps `size` batches in flight to the devices ahead of the consumer."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(to_global(batch, sharding))
+    if len(queue) >= size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,51 @@
+"""The train state and its creation directly onto the mesh."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from ran_jax.train.mesh import replicated
+
+
+class TrainState(train_state.TrainState):
+  """Step, parameters and optimizer state, plus BatchNorm statistics."""
+  batch_stats: Any = None
+
+
+def train_state_factory(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
+                        image_shape: tuple[int, int, int], seed: int
+                        ) -> tuple[Callable[[], TrainState], TrainState]:
+  """A jitted initialiser placing the state replicated on `mesh`, and the abstract state.
+
+  The abstract state (shape structs carrying the target shardings, from `jax.eval_shape`)
+  is also the restore target of checkpoints, so nothing is initialised when resuming.
+  """
+  def init() -> TrainState:
+    images = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init(jax.random.key(seed), images, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables.get('batch_stats', {}))
+
+  abstract = jax.eval_shape(init)
+  shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        abstract, shardings)
+  return jax.jit(init, out_shardings=shardings), target
+
+
+def shardings_of(target: TrainState) -> Any:
+  """The shardings carried by an abstract state."""
+  return jax.tree.map(lambda x: x.sharding, target)
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
+                       image_shape: tuple[int, int, int], seed: int) -> tuple[TrainState, Any]:
+  """A freshly initialised, replicated train state and its shardings."""
+  init, target = train_state_factory(model, tx, mesh, image_shape, seed)
+  return init(), shardings_of(target)

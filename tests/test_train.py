@@ -1,0 +1,199 @@
+"""The training system end to end: sharding, resume, evaluation, checkpoints, configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+from conftest import tiny_model
+
+from configs import (
+  cifar10_attention92,
+  cifar100_attention92,
+  digits_attention56,
+  imagenet_attention56,
+  imagenet_attention92,
+)
+from ran_jax.train import checkpoint, experiment, loop, optim
+from ran_jax.train import mesh as mesh_lib
+from ran_jax.train.checkpoint import CheckpointError
+from ran_jax.train.state import create_train_state, train_state_factory
+from ran_jax.train.steps import jit_steps
+
+# Two narrow stages (the mask branches still pool twice), so that each run compiles quickly.
+TINY_NETWORK = dict(stem_width=8, stage_widths=(16, 32), modules_per_stage=(1, 1),
+                    mask_poolings=(2, 1), final_width=64)
+
+
+def shrink(config, **fields):
+  """A config with a tiny network and the given fields, for a few real steps on CPU."""
+  config.unlock()
+  for key, value in TINY_NETWORK.items():
+    config.model[key] = value
+  for key, value in fields.items():
+    config[key] = value
+  config.lock()
+  return config
+
+
+@pytest.fixture(scope='module')
+def digits_config(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  return lambda **fields: shrink(
+      digits_attention56.get_config(), data_dir=data_dir, batch_size=32, eval_batch_size=64,
+      num_train_steps=6, log_every_steps=2, eval_every_steps=100, checkpoint_every_steps=100,
+      **fields)
+
+
+def relative_difference(a, b) -> float:
+  """|a - b| / |b| over whole pytrees (global norms)."""
+  diff = jax.tree.map(lambda x, y: np.asarray(x, np.float64) - y, a, b)
+  return float(optax.tree.norm(diff) / optax.tree.norm(b))
+
+
+def train_three_steps(devices, dtype):
+  """(losses, parameter update, BatchNorm statistics, compilations) of 3 steps on `devices`."""
+  model = tiny_model('attention56_cifar', dtype=dtype, **TINY_NETWORK)
+  schedule = optax.constant_schedule(np.float32(0.05))  # keeps float32 updates under x64
+  tx = optim.make_optimizer(digits_attention56.get_config(), schedule)
+  rng = np.random.default_rng(0)
+  mesh = mesh_lib.make_mesh(devices)
+  state, shardings = create_train_state(model, tx, mesh, (8, 8, 1), seed=0)
+  assert state.params['stem_conv']['kernel'].sharding.device_set == set(devices)
+  initial = jax.device_get(state.params)
+  train_step, _ = jit_steps(shardings, mesh_lib.data_sharding(mesh), mesh_lib.replicated(mesh),
+                            schedule)
+  losses = []
+  for _ in range(3):
+    batch = {'image': rng.normal(size=(32, 8, 8, 1)).astype(np.float32),
+             'label': rng.integers(0, 10, size=32).astype(np.int32)}
+    state, metrics = train_step(state, mesh_lib.to_global(batch, mesh_lib.data_sharding(mesh)))
+    losses.append(float(metrics.loss.compute()))
+  assert int(state.step) == 3
+  update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), initial)
+  return losses, update, jax.device_get(state.batch_stats), train_step._cache_size()
+
+
+def test_eight_devices_match_one_device_and_compile_once():
+  """Same global batches on 1 and 8 devices: same losses, updates and BatchNorm statistics.
+
+  The deep, narrow test network amplifies float32 rounding (an input within 1e-7 of a ReLU
+  or max-pool tie flips it), so this comparison computes in float64 (parameters and
+  optimizer state stay float32).
+  """
+  with jax.enable_x64(True):
+    losses_1, update_1, stats_1, compiled_1 = train_three_steps(jax.devices()[:1], jnp.float64)
+    losses_8, update_8, stats_8, compiled_8 = train_three_steps(jax.devices()[:8], jnp.float64)
+  assert compiled_1 == compiled_8 == 1
+  assert {leaf.dtype for leaf in jax.tree.leaves(update_8)} == {np.dtype(np.float32)}
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-6)
+  assert relative_difference(update_8, update_1) < 1e-5
+  assert relative_difference(stats_8, stats_1) < 1e-5
+
+
+def test_batch_not_divisible_by_devices():
+  with pytest.raises(ValueError, match=r'batch_size=12 must be a positive multiple.*\(8\)'):
+    mesh_lib.check_batch_size(12, mesh_lib.make_mesh())
+
+
+@pytest.fixture(scope='module')
+def straight_run(digits_config, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  return workdir, loop.train_and_evaluate(digits_config(), workdir)
+
+
+def test_run_writes_eval_results_and_checkpoint(straight_run):
+  workdir, results = straight_run
+  with open(os.path.join(workdir, 'eval_results.json')) as f:
+    saved = json.load(f)
+  assert saved == results
+  assert saved['step'] == 6 and saved['num_examples'] == 360
+  assert 0 <= saved['top1_accuracy'] <= saved['top5_accuracy'] <= 1
+  assert np.isfinite(saved['loss'])
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['6']
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+
+
+def test_interrupted_run_resumes_exactly(straight_run, digits_config, tmp_path, monkeypatch):
+  real_prefetch = mesh_lib.prefetch_to_device
+
+  def interrupted_after_four(batches, sharding, size=2):
+    for i, batch in enumerate(real_prefetch(batches, sharding, size)):
+      if i == 4:
+        raise KeyboardInterrupt
+      yield batch
+
+  monkeypatch.setattr(mesh_lib, 'prefetch_to_device', interrupted_after_four)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(digits_config(), str(tmp_path))
+  monkeypatch.undo()
+  assert os.listdir(tmp_path / 'checkpoints') == ['4']
+  resumed = loop.train_and_evaluate(digits_config(), str(tmp_path))
+  _, straight = straight_run
+  assert resumed['step'] == 6
+  np.testing.assert_allclose([resumed['loss'], resumed['top1_accuracy']],
+                             [straight['loss'], straight['top1_accuracy']], rtol=1e-5)
+
+
+def test_eval_only_and_corrupt_checkpoint(straight_run, digits_config, tmp_path):
+  workdir, straight = straight_run
+  again = loop.train_and_evaluate(digits_config(eval_only=True), workdir)
+  assert again == straight
+  with pytest.raises(FileNotFoundError, match='eval_only needs a checkpoint'):
+    loop.train_and_evaluate(digits_config(eval_only=True), str(tmp_path / 'empty'))
+  broken = tmp_path / 'broken'
+  os.makedirs(broken)
+  subprocess.run(['cp', '-r', os.path.join(workdir, 'checkpoints'), str(broken)], check=True)
+  for root, _, files in os.walk(broken / 'checkpoints' / '6' / 'state'):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'not a checkpoint')
+  with pytest.raises(CheckpointError, match='could not be restored.*Delete that step'):
+    loop.train_and_evaluate(digits_config(eval_only=True), str(broken))
+
+
+def test_checkpoint_restores_onto_another_device_count(straight_run, digits_config):
+  """Written on 8 devices, read back onto 1 device with the shardings asked for."""
+  workdir, _ = straight_run
+  config = digits_config()
+  model = experiment.build_model(config, num_classes=10)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 6))
+  one_device = mesh_lib.make_mesh(jax.devices()[:1])
+  _, target = train_state_factory(model, tx, one_device, (8, 8, 1), seed=0)
+  manager = checkpoint.make_manager(workdir, keep=1)
+  state, input_state = checkpoint.restore_latest(manager, target)
+  manager.close()
+  assert int(state.step) == 6 and input_state['step'] == 6
+  for leaf in jax.tree.leaves(state.params):
+    assert leaf.sharding.device_set == {jax.devices()[0]}
+
+
+@pytest.mark.parametrize('config_module,sizes', [
+    (imagenet_attention56, dict(image_size=32, eval_image_size=32)),
+    (imagenet_attention92, dict(image_size=32, eval_image_size=40)),
+    (cifar10_attention92, {}),
+    (cifar100_attention92, {}),
+])
+def test_paper_configs_train_under_mock_data(config_module, sizes, tmp_path):
+  config = shrink(config_module.get_config(), batch_size=8, eval_batch_size=8,
+                  num_train_steps=2, log_every_steps=1, shuffle_buffer=16, **sizes)
+  with tfds.testing.mock_data(num_examples=12):
+    results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results['step'] == 2 and results['num_examples'] == 12
+  assert results['dataset'] == config.dataset and np.isfinite(results['loss'])
+
+
+def test_main_rejects_mistyped_config_key(tmp_path):
+  run = subprocess.run(
+      [sys.executable, '-m', 'ran_jax.main', '--config=configs/digits_attention56.py',
+       f'--workdir={tmp_path}', '--config.batch_sise=3'],
+      capture_output=True, text=True, check=False)
+  assert run.returncode != 0
+  assert 'Did you mean "batch_size"' in run.stderr
+  assert 'Traceback' not in run.stderr
