@@ -1,0 +1,1 @@
+"""Training: mesh, optimizer, train state, steps, checkpoints and the training loop."""
