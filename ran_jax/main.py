@@ -42,7 +42,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     while isinstance(reason, BaseException) and reason.args:
       reason = reason.args[0]
     message = ' '.join(str(reason).split())
-    raise SystemExit(f'error: bad --config override: {message}') from None
+    raise SystemExit(f'error: bad --config: {message}') from None
 
 
 def main(argv: list[str]) -> None:
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, DatasetUnavailableError, CheckpointError) as error:
     logging.debug('Stopped by an error', exc_info=True)
-    raise SystemExit(f'error: {error}') from None
+    raise SystemExit(f'error: {error}\n(--verbosity=1 shows where it was raised)') from None
   except KeyboardInterrupt:
     raise SystemExit('Interrupted. Run the same command again to resume from the last '
                      f'checkpoint in {FLAGS.workdir}.') from None

@@ -100,6 +100,8 @@ def test_eight_devices_match_one_device_and_compile_once():
 def test_batch_not_divisible_by_devices():
   with pytest.raises(ValueError, match=r'batch_size=12 must be a positive multiple.*\(8\)'):
     mesh_lib.check_batch_size(12, mesh_lib.make_mesh())
+  with pytest.raises(ValueError, match=r'--config.eval_batch_size=96'):
+    mesh_lib.check_batch_size(100, mesh_lib.make_mesh(), 'eval_batch_size')
 
 
 @pytest.fixture(scope='module')
@@ -154,7 +156,7 @@ def test_eval_only_and_corrupt_checkpoint(straight_run, digits_config, tmp_path)
     for name in files:
       with open(os.path.join(root, name), 'wb') as f:
         f.write(b'not a checkpoint')
-  with pytest.raises(CheckpointError, match='could not be restored.*Delete that step'):
+  with pytest.raises(CheckpointError, match='could not be restored.*delete that step directory'):
     loop.train_and_evaluate(digits_config(eval_only=True), str(broken))
 
 

@@ -52,13 +52,14 @@ class InputConfig:
     return self.global_batch_size // self.process_count
 
 
-def load_builder(spec: DatasetSpec, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `spec`, prepared (built from local files) if needed."""
+def load_builder(spec: DatasetSpec, data_dir: str | None,
+                 prepare: bool = True) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `spec`; with `prepare`, built from local files if needed."""
   if spec.tfds_name == 'digits':
     from ran_jax.data import digits  # registers the builder; scikit-learn ships the data
-    return digits.prepare_digits(data_dir)
+    return digits.prepare_digits(data_dir) if prepare else digits.Digits(data_dir=data_dir)
   builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-  if not builder.is_prepared():
+  if prepare and not builder.is_prepared():
     try:
       builder.download_and_prepare()
     except Exception as error:  # TFDS raises many kinds; all mean the same to the user
@@ -104,7 +105,7 @@ class InputPipeline:
                          f'({config.process_count}).')
     self.config = config
     self.spec = get_spec(config.dataset)
-    self.builder = load_builder(self.spec, config.data_dir)
+    self.builder = _load_on_every_process(self.spec, config)
     self.num_classes = self.builder.info.features['label'].num_classes
     self.channels = self.builder.info.features['image'].shape[-1]
     self._train_split = tfds.split_for_jax_process(
@@ -177,6 +178,16 @@ class InputPipeline:
         tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))
     ds = ds.concatenate(padding.repeat()).take(num_batches * local_batch)
     return ds.batch(local_batch).prefetch(AUTOTUNE), num_batches
+
+
+def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.DatasetBuilder:
+  """Process 0 prepares the dataset if needed; the others wait for it, then load it."""
+  if config.process_count == 1:
+    return load_builder(spec, config.data_dir)
+  from jax.experimental import multihost_utils
+  builder = load_builder(spec, config.data_dir) if config.process_index == 0 else None
+  multihost_utils.sync_global_devices(f'ran_jax: {spec.tfds_name} prepared')
+  return builder or load_builder(spec, config.data_dir, prepare=False)
 
 
 def _resize_if_needed(image: tf.Tensor, size: int) -> tf.Tensor:

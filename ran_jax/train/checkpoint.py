@@ -1,10 +1,10 @@
 """Orbax checkpoints: the train state plus what the input needs to continue its order."""
 
 import logging
-import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class CheckpointError(RuntimeError):
@@ -15,8 +15,7 @@ def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
   """A manager of `workdir/checkpoints` that saves asynchronously and keeps `keep` steps."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options)
+  return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dict) -> None:
@@ -38,11 +37,11 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, di
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), input=ocp.args.JsonRestore()))
   except Exception as error:  # Orbax/TensorStore raise many types for bad files
-    path = os.path.join(manager.directory, str(step))
+    path = epath.Path(manager.directory) / str(step)
     raise CheckpointError(
         f'The checkpoint at {path} could not be restored ({type(error).__name__}: '
-        f'{str(error)[:300]}). It is corrupt or was written for another model or config. '
-        f'Delete that step directory to resume from an earlier checkpoint, or use a fresh '
-        f'--workdir.') from error
+        f'{str(error)[:300]}). If it was written for another model or config, use a fresh '
+        '--workdir; if its files are damaged, delete that step directory to resume from the '
+        'checkpoint before it; if the storage was unreachable, fix access and retry.') from error
   logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
   return restored.state, dict(restored.input)

@@ -1,9 +1,9 @@
 """`train_and_evaluate`: the whole training run, resumable, with metrics and evaluation."""
 
 import dataclasses
+import functools
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 from clu import metric_writers, periodic_actions
+from etils import epath
 
 from ran_jax.data.pipeline import InputPipeline, as_numpy, hide_accelerators_from_tensorflow
 from ran_jax.models import model_costs
@@ -45,7 +46,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   hide_accelerators_from_tensorflow()
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size(config.batch_size, mesh)
-  mesh_lib.check_batch_size(config.eval_batch_size, mesh)
+  mesh_lib.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   pipeline = InputPipeline(experiment.input_config(config))
   model = experiment.build_model(config, pipeline.num_classes)
   for size in {config.image_size, config.eval_image_size}:
@@ -72,15 +73,18 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
 
 
 def _input_state(config: ml_collections.ConfigDict, step: int) -> dict:
+  """What decides the data order from `step` on (see `InputPipeline.train_dataset`)."""
   return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
-          'dataset': config.dataset}
+          'dataset': config.dataset, 'shuffle_buffer': config.shuffle_buffer,
+          'process_count': jax.process_count()}
 
 
 def _check_input_state(saved: dict, config: ml_collections.ConfigDict) -> None:
-  for key in ('seed', 'batch_size', 'dataset'):
-    if saved.get(key) != config[key]:
+  current = _input_state(config, saved.get('step', 0))
+  for key, value in current.items():
+    if key in saved and saved[key] != value:
       logging.warning('Resuming with %s=%r, but the checkpoint was written with %r: the data '
-                      'order will differ from the original run.', key, config[key], saved.get(key))
+                      'order will differ from the original run.', key, value, saved[key])
 
 
 def _log_model(run: Run) -> None:
@@ -100,10 +104,8 @@ def evaluate(run: Run) -> dict[str, Any]:
   """Metrics over the whole eval split (each example exactly once)."""
   dataset, _ = run.pipeline.eval_dataset()
   sharding = mesh_lib.data_sharding(run.mesh)
-  total = None
-  for batch in mesh_lib.prefetch_to_device(as_numpy(dataset), sharding):
-    metrics = run.eval_step(run.state, batch)
-    total = metrics if total is None else total.merge(metrics)
+  total = merge_on_host([run.eval_step(run.state, batch) for batch in
+                         mesh_lib.prefetch_to_device(as_numpy(dataset), sharding)])
   values = {k: float(v) for k, v in total.compute().items()}
   values['num_examples'] = int(total.loss.count)
   return values
@@ -115,10 +117,10 @@ def write_eval_results(run: Run, step: int, values: dict[str, Any]) -> dict[str,
              'model': run.config.model.name, 'eval_image_size': run.config.eval_image_size}
   run.writer.write_scalars(step, {f'eval/{k}': v for k, v in values.items()})
   if jax.process_index() == 0:
-    path = os.path.join(run.workdir, EVAL_RESULTS)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + '.tmp', path)
+    path = epath.Path(run.workdir) / EVAL_RESULTS
+    staging = path.with_name(EVAL_RESULTS + '.tmp')
+    staging.write_text(json.dumps(results, indent=2))
+    staging.replace(path)
   logging.info('Evaluation at step %d: %s', step, json.dumps(values))
   return results
 
@@ -129,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   With `config.eval_only`, only evaluates the latest checkpoint. Returns the final
   evaluation results, also written to `workdir/eval_results.json`.
   """
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   run = _setup(config, workdir)
   _log_model(run)
   try:
@@ -153,9 +155,12 @@ def _train(run: Run) -> dict[str, Any]:
       size=config.prefetch_to_device)
   hooks = _hooks(run)
   meter = _Throughput(config.batch_size)
-  pending = None
-  in_main_thread = threading.current_thread() is threading.main_thread()
-  previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+  pending = []
+  # One process: SIGTERM stops like Ctrl-C, with a checkpoint. Several processes: Orbax's
+  # preemption sync point (reached_preemption) makes them all save at the same step.
+  handle_sigterm = (threading.current_thread() is threading.main_thread() and
+                    jax.process_count() == 1)
+  previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if handle_sigterm else None
   try:
     while step < run.num_train_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step + 1):
@@ -163,24 +168,25 @@ def _train(run: Run) -> dict[str, Any]:
         run.state, metrics = run.train_step(run.state, batch)
       step += 1
       meter.tick()
-      pending = metrics if pending is None else pending.merge(metrics)
+      pending.append(metrics)
       for hook in hooks:
         hook(step)
       last = step == run.num_train_steps
       if step % config.log_every_steps == 0 or last:
         _write_train_metrics(run, step, pending, meter)
-        pending = None
+        pending = []
       if step % config.eval_every_steps == 0 or last:
         with hooks[0].timed('eval'):
           results = write_eval_results(run, step, evaluate(run))
         meter.pause()
-      if step % config.checkpoint_every_steps == 0 or last:
+      if (step % config.checkpoint_every_steps == 0 or last or
+          run.manager.reached_preemption(step)):
         checkpoint.save(run.manager, step, run.state, _input_state(config, step))
   except KeyboardInterrupt:
-    _save_on_interrupt(run, step)
+    _save_on_interrupt(run)
     raise
   finally:
-    if in_main_thread:
+    if handle_sigterm:
       signal.signal(signal.SIGTERM, previous_sigterm)
   if results is None:  # already trained to the end earlier: evaluate what was restored
     results = write_eval_results(run, step, evaluate(run))
@@ -215,8 +221,13 @@ class _Throughput:
     return rate
 
 
-def _write_train_metrics(run: Run, step: int, pending: Any, meter: _Throughput) -> None:
-  values = {f'train/{k}': float(v) for k, v in jax.device_get(pending.compute()).items()}
+def merge_on_host(metrics: list) -> Any:
+  """Merges per-step metric collections after one transfer (no per-step device work)."""
+  return functools.reduce(lambda a, b: a.merge(b), jax.device_get(metrics))
+
+
+def _write_train_metrics(run: Run, step: int, pending: list, meter: _Throughput) -> None:
+  values = {f'train/{k}': float(v) for k, v in merge_on_host(pending).compute().items()}
   if not all(map(_finite, values.values())):
     raise FloatingPointError(f'Non-finite training metrics at step {step}: {values}. Lower the '
                              'learning rate or check the input data.')
@@ -232,12 +243,14 @@ def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt(f'signal {signum}')
 
 
-def _save_on_interrupt(run: Run, step: int) -> None:
-  """Saves the state reached so far, unless the step in flight already consumed it."""
-  if step in (run.start_step, run.manager.latest_step()):
+def _save_on_interrupt(run: Run) -> None:
+  """Saves the state reached so far (one process), unless a step in flight consumed it."""
+  if jax.process_count() > 1 or any(x.is_deleted() for x in jax.tree.leaves(run.state)):
+    logging.warning('Interrupted; the last checkpoint (step %s) is kept.',
+                    run.manager.latest_step())
     return
-  if any(x.is_deleted() for x in jax.tree.leaves(run.state)):
-    logging.warning('Interrupted at step %d; the last periodic checkpoint is kept.', step)
+  step = int(jax.device_get(run.state.step))
+  if step in (run.start_step, run.manager.latest_step()):
     return
   logging.warning('Interrupted at step %d; saving a checkpoint to resume from.', step)
   checkpoint.save(run.manager, step, run.state, _input_state(run.config, step))

@@ -26,14 +26,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-  """A clear error when the global batch can't be split evenly over the devices."""
+def check_batch_size(global_batch: int, mesh: Mesh, field: str = 'batch_size') -> None:
+  """A clear error when a global batch can't be split evenly over the devices."""
   devices = mesh.devices.size
   if global_batch <= 0 or global_batch % devices:
     raise ValueError(
-        f'batch_size={global_batch} must be a positive multiple of the number of devices '
+        f'{field}={global_batch} must be a positive multiple of the number of devices '
         f'({devices}); for example '
-        f'--config.batch_size={max(1, global_batch // devices) * devices}.')
+        f'--config.{field}={max(1, global_batch // devices) * devices}.')
 
 
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

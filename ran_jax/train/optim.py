@@ -17,8 +17,10 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   base = config.learning_rate * config.batch_size / config.lr_reference_batch_size
   warmup = config.warmup_steps
   if config.schedule == 'piecewise':
-    boundaries = {int(b) - warmup: config.lr_decay_factor for b in config.lr_boundaries
-                  if int(b) > warmup}
+    boundaries: dict[int, float] = {}
+    for boundary in config.lr_boundaries:  # counted from the start of training
+      step = max(int(boundary) - warmup, 0)
+      boundaries[step] = boundaries.get(step, 1.0) * config.lr_decay_factor
     main = optax.piecewise_constant_schedule(base, boundaries)
   elif config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(base, max(1, num_train_steps - warmup))
