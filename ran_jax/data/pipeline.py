@@ -1,7 +1,8 @@
 """TFDS + tf.data input pipelines: per-process shards, resumable order, exact evaluation.
 
-Training data order is a pure function of (seed, step): epoch e is the process's shard
-shuffled with seed (seed, e), and example i of it is augmented with seed (seed, e, i).
+Training data order is a function of (seed, step), for a given dataset, batch size, shuffle
+buffer and process count: epoch e is the process's shard shuffled with seed (seed, e), and
+example i of it is augmented with seed (seed, e, i).
 A run restarted at step s skips straight to epoch s // steps_per_epoch at the right offset,
 so it sees exactly the batches an uninterrupted run would have seen.
 
@@ -10,6 +11,7 @@ examples with `mask`, so every example is counted exactly once.
 """
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -165,7 +167,14 @@ class InputPipeline:
             'mask': tf.constant(True)}
 
   def eval_dataset(self) -> tuple[tf.data.Dataset, int]:
-    """Local eval batches padded to the same count on every process, and that count."""
+    """Local eval batches padded to the same count on every process, and that count.
+
+    Built once; every evaluation iterates the same dataset again.
+    """
+    return self._eval
+
+  @functools.cached_property
+  def _eval(self) -> tuple[tf.data.Dataset, int]:
     config = self.config
     splits = tfds.even_splits(self.spec.eval_split, n=config.process_count)
     counts = [count_examples(self.builder, split, self.spec) for split in splits]

@@ -8,15 +8,10 @@ import ml_collections
 from ran_jax.data.pipeline import InputConfig
 from ran_jax.models import ResidualAttentionNetwork, create_model
 
-MODEL_OVERRIDES = ('stem_width', 'stage_widths', 'final_width', 'modules_per_stage',
-                   'mask_poolings', 'p', 't', 'r', 'groups', 'attention', 'mask_activation')
-
-
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> ResidualAttentionNetwork:
-  """The network named by `config.model.name`, with the overrides set in `config.model`."""
+  """The network named by `config.model.name`; its other set fields override the preset."""
   overrides: dict[str, Any] = {
-      key: config.model[key] for key in MODEL_OVERRIDES
-      if key in config.model and config.model[key] is not None}
+      key: value for key, value in config.model.items() if key != 'name' and value is not None}
   return create_model(config.model.name, num_classes=num_classes, dtype=config.dtype, **overrides)
 
 
@@ -32,10 +27,8 @@ def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
 
 def input_config(config: ml_collections.ConfigDict) -> InputConfig:
   """The input settings of this process."""
-  for key in ('batch_size', 'eval_batch_size', 'image_size', 'eval_image_size'):
-    if config[key] <= 0:
-      raise ValueError(f'{key} must be positive, got {config[key]}.')
-  for key in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+  for key in ('batch_size', 'eval_batch_size', 'image_size', 'eval_image_size',
+              'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
     if config[key] <= 0:
       raise ValueError(f'{key} must be positive, got {config[key]}.')
   return InputConfig(
