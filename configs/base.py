@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.groups = placeholder(int)
   config.model.attention = placeholder(str)
   config.model.mask_activation = placeholder(str)
+  # Rematerialisation: 'none', 'unit' or 'module', keeping 'nothing' or 'conv_outputs'
+  # (see ResidualAttentionNetwork); less activation memory for about a third more compute.
+  config.model.remat = 'none'
+  config.model.remat_policy = 'nothing'
 
   config.dataset = 'imagenet2012'
   config.data_dir = placeholder(str)  # TFDS data directory (default: ~/tensorflow_datasets)

@@ -3,8 +3,9 @@
 Command (from the repository root):
   python -m ran_jax.main --config=configs/imagenet_attention56.py --workdir=DIR
 
-Hardware: 8 GPUs with 32 images each (the authors' setting) or a TPU v3-8 / v4-8; use
-`--config.dtype=bfloat16` on TPUs and recent GPUs. Data: TFDS imagenet2012 prepared from
+Hardware: 8 GPUs with 32 images each (the authors' setting) or a TPU v3-8 / v4-8. Computes
+in bfloat16 with float32 parameters, BatchNorm statistics and logits (`--config.dtype=float32`
+for full precision, e.g. on CPUs or GPUs older than Ampere). Data: TFDS imagenet2012 prepared from
 the manual download (see README, "ImageNet").
 Recipe (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10
 at 200k, 400k and 500k iterations, stop at 530k; in epochs of the 1,281,167 training images:
@@ -23,6 +24,7 @@ def get_config():
   config.dataset = 'imagenet2012'
   config.image_size = 224
   config.eval_image_size = 224
+  config.dtype = 'bfloat16'
   config.batch_size = 256
   config.eval_batch_size = 256
   config.learning_rate = 0.1  # at batch 256, scaled linearly with batch_size

@@ -4,7 +4,8 @@ Command (from the repository root):
   python -m ran_jax.main --config=configs/imagenet_attention92.py --workdir=DIR
 
 Hardware: 8 GPUs with 32 images each (the authors' setting; Attention-92 needs more memory
-than ResNet-101) or a TPU v3-8 / v4-8 with `--config.dtype=bfloat16`.
+than ResNet-101; `--config.model.remat=unit` lowers it) or a TPU v3-8 / v4-8; bfloat16
+compute as in configs/imagenet_attention56.py.
 Expected result (the paper's number, not yet reproduced here): 19.5% top-1 error, 4.8%
 top-5 error (80.5% / 95.2% accuracy) with the 320 crop.
 """

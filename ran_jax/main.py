@@ -6,12 +6,16 @@ The logic lives in `ran_jax.train.loop.train_and_evaluate`; this file parses fla
 errors into one line on stderr. Override any config field with `--config.FIELD=VALUE`.
 Rerunning the same command resumes from the latest checkpoint in DIR.
 
+Compiled steps are cached across runs (a rerun or a resumed run skips most compilation) in
+$JAX_COMPILATION_CACHE_DIR, or ~/.cache/ran_jax/jax when that is not set.
+
 Exit status: 0 when done; 1 on an error (one line on stderr says what to change); 2 on a bad
 command line; 75 when stopped by SIGTERM, SIGINT or a preemption notice after saving a
 checkpoint (rerun the same command to resume; schedulers can requeue on it).
 """
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -19,6 +23,7 @@ from ml_collections import config_flags
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'ran_jax', 'jax')
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -98,6 +103,8 @@ def main(argv: list[str]) -> None:
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   distributed = _distributed_args()
   import jax  # after flag parsing, so --help stays fast
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(DEFAULT_COMPILATION_CACHE))
   if distributed is not None:  # before anything asks JAX about devices
     try:
       jax.distributed.initialize(**distributed)

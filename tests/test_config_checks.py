@@ -52,6 +52,8 @@ BAD = [
     ('model.mask_poolings', (3, 0, 1), 'one integer >= 1 per stage'),
     ('model.attention', 'soft', 'arl, nal'),
     ('model.mask_activation', 'relu', 'sigmoid, channel, spatial'),
+    ('model.remat', 'layer', 'none, unit, module'),
+    ('model.remat_policy', 'dots', 'nothing, conv_outputs'),
     ('model.stage_widths', (64, 128), 'one entry per stage'),  # rejected by create_model
     ('model.groups', 3, 'divisible'),  # rejected by create_model
     ('image_size', 16, 'at least'),
@@ -87,6 +89,17 @@ def test_bad_value_stops_with_one_line(field, value, allowed, tmp_path):
   message = str(error.value)
   assert '\n' not in message
   assert f'{field}={value!r}' in message and allowed in message
+
+
+@pytest.mark.parametrize('field', ['image_size', 'eval_image_size'])
+def test_small_datasets_keep_their_image_size(field, tmp_path):
+  config = base.get_config()
+  config.model.name, config.dataset = 'attention56_cifar', 'cifar10'
+  config.image_size = config.eval_image_size = 32
+  config[field] = 64
+  with pytest.raises(ValueError, match=rf'^{field}=64 is not allowed: cifar10 images are used '
+                                       rf'at their own size; set --config\.{field}=32$'):
+    config_checks.validate(config, str(tmp_path))
 
 
 def test_batch_split_over_processes(monkeypatch, tmp_path):

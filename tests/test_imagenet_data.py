@@ -71,7 +71,7 @@ def test_imagenet_config_trains_two_steps(imagenet_dir, tmp_path):
   # Also the test_train.py check that this paper config trains.
   config = shrink(imagenet_attention56.get_config(), data_dir=imagenet_dir, batch_size=8,
                   eval_batch_size=8, num_train_steps=2, log_every_steps=1, shuffle_buffer=16,
-                  image_size=32, eval_image_size=32)
+                  image_size=32, eval_image_size=32, dtype='float32')
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results['step'] == 2 and results['num_examples'] == 8
   assert results['dataset'] == 'imagenet2012' and np.isfinite(results['loss'])

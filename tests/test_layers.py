@@ -72,3 +72,32 @@ def test_max_pool_matches_caffe(hw):
   x = np.random.default_rng(1).normal(size=(2, *hw, 4)).astype(np.float32)
   np.testing.assert_array_equal(np.asarray(caffe_max_pool(jnp.asarray(x))),
                                 caffe_max_pool_reference(x))
+
+
+def caffe_max_pool_grad_reference(x: np.ndarray, g: np.ndarray, k: int = 3, s: int = 2):
+  """Caffe's backward pass: each output's gradient goes to the first maximum of its window
+  (rows, then columns; a later equal value does not replace it)."""
+  n, h, w, c = x.shape
+  grad = np.zeros_like(x)
+  for b in range(n):
+    for ch in range(c):
+      for i in range(g.shape[1]):
+        for j in range(g.shape[2]):
+          best = None
+          for y in range(i * s, min(i * s + k, h)):
+            for z in range(j * s, min(j * s + k, w)):
+              if best is None or x[b, y, z, ch] > x[b, best[0], best[1], ch]:
+                best = (y, z)
+          grad[b, best[0], best[1], ch] += g[b, i, j, ch]
+  return grad
+
+
+@pytest.mark.parametrize('hw', [(7, 7), (6, 9)])
+def test_max_pool_gradient_goes_to_the_first_maximum(hw):
+  rng = np.random.default_rng(2)
+  x = rng.integers(0, 3, size=(2, *hw, 3)).astype(np.float32)  # many ties
+  x[0, :3, :3, 0] = 0.0  # a whole window of equal values, as after a ReLU
+  g = rng.normal(size=(2, caffe_pool_size(hw[0]), caffe_pool_size(hw[1]), 3)).astype(np.float32)
+  _, vjp = jax.vjp(caffe_max_pool, jnp.asarray(x))
+  (grad,) = vjp(jnp.asarray(g))
+  np.testing.assert_allclose(np.asarray(grad), caffe_max_pool_grad_reference(x, g), atol=1e-6)

@@ -52,13 +52,17 @@ def test_imagenet_shapes_and_eval_padding(imagenet_dir):
   assert pipeline.num_train_examples == pipeline.local_train_examples == 24
   assert pipeline.steps_per_epoch == 6 and pipeline.num_classes == 1000
   (batch,) = first_batches(pipeline.train_dataset(), 1)
-  assert batch['image'].shape == (4, 40, 40, 3) and batch['image'].dtype == np.float32
+  # Training pixels travel as uint8, normalised on the devices.
+  assert batch['image'].shape == (4, 40, 40, 3) and batch['image'].dtype == np.uint8
   assert batch['label'].shape == (4,) and set(batch['label']) <= set(range(4))
-  assert abs(float(batch['image'].mean())) < 3  # mean/std normalised
+  assert batch['image'].std() > 10
   eval_ds, num_batches = pipeline.eval_dataset()
   batches = list(as_numpy(eval_ds))
   assert num_batches == len(batches) == 3  # 8 examples, batches of 3 -> 9 slots
-  assert batches[0]['image'].shape == (3, 48, 48, 3)
+  # Evaluation keeps the resize's unrounded float32 pixels (exact evaluation).
+  image = batches[0]['image']
+  assert image.shape == (3, 48, 48, 3) and image.dtype == np.float32
+  assert 0 <= image.min() and image.max() <= 255 and (image != np.round(image)).any()
   assert sum(int(b['mask'].sum()) for b in batches) == 8
 
 
@@ -68,9 +72,13 @@ def test_cifar(name, classes, request):
   batches = first_batches(pipeline.train_dataset(), 3)
   assert pipeline.num_classes == classes
   assert pipeline.steps_per_epoch == pipeline.num_train_examples // 8
-  assert batches[0]['image'].shape == (8, 32, 32, 3)
-  # Per-pixel mean subtraction: pixels are centred, within [-1, 1].
-  assert np.abs(batches[0]['image']).max() <= 1.0
+  assert batches[0]['image'].shape == (8, 32, 32, 3) and batches[0]['image'].dtype == np.uint8
+  # Each example's crop (top, left, flipped) goes with it for the on-device mean subtraction.
+  crops = np.concatenate([b['crop'] for b in batches])
+  assert crops.shape == (24, 3) and crops.min() >= 0 and crops[:, :2].max() <= 8
+  assert set(crops[:, 2]) == {0, 1} and len(set(map(tuple, crops[:, :2]))) > 5
+  normalized = pipeline.device_input_fn()(batches[0])
+  assert normalized.dtype == np.float32 and float(np.abs(normalized).max()) <= 1.0
 
 
 def test_digits_split_and_exact_eval(digits):
@@ -81,6 +89,8 @@ def test_digits_split_and_exact_eval(digits):
   assert num_batches == len(batches) == 6  # 360 = 5 * 64 + 40: the last batch is padded
   masks = np.concatenate([b['mask'] for b in batches])
   assert masks.sum() == 360 and not masks[360:].any()
+  crops = np.concatenate([b['crop'] for b in batches])[:360]
+  assert (crops == (1, 1, 0)).all()  # unaugmented: the centre of the 1-pixel padding
   labels = np.concatenate([b['label'] for b in batches])[:360]
   assert np.bincount(labels, minlength=10).min() > 0
 

@@ -21,8 +21,10 @@ from configs import (
   cifar10_attention92,
   cifar100_attention92,
   digits_attention56,
+  fake_data_benchmark,
   imagenet_attention92,
 )
+from ran_jax.data import synthetic
 from ran_jax.data.pipeline import InputPipeline
 from ran_jax.train import checkpoint, config_checks, experiment, loop, optim
 from ran_jax.train import mesh as mesh_lib
@@ -78,7 +80,7 @@ def train_three_steps(devices, dtype):
     batch = {'image': rng.normal(size=(32, 8, 8, 1)).astype(np.float32),
              'label': rng.integers(0, 10, size=32).astype(np.int32)}
     state, metrics = train_step(state, mesh_lib.to_global(batch, mesh_lib.data_sharding(mesh)))
-    losses.append(float(metrics.loss.compute()))
+    losses.append(float(metrics['loss']))
   assert int(state.step) == 3
   update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), initial)
   return losses, update, jax.device_get(state.batch_stats), train_step._cache_size()
@@ -192,17 +194,20 @@ def small_real_datasets(tmp_path_factory):
 # imagenet_attention56 trains on the same data in test_imagenet_data.py, and
 # cifar100_attention92 is cifar10_attention92 on CIFAR-100 (test_cifar100_config_is_cifar10s).
 @pytest.mark.parametrize('config_module,sizes', [
-    (imagenet_attention92, dict(image_size=32, eval_image_size=40)),
+    (imagenet_attention92, dict(image_size=32, eval_image_size=40, dtype='float32')),
     (cifar10_attention92, {}),
+    (fake_data_benchmark, dict(image_size=32, eval_image_size=32)),
 ])
 def test_paper_configs_train_on_small_real_data(config_module, sizes, small_real_datasets,
                                                 tmp_path):
   config = config_module.get_config()
-  data_dir = small_real_datasets[config.dataset]()
+  synthetic_data = config.dataset == synthetic.NAME
+  data_dir = None if synthetic_data else small_real_datasets[config.dataset]()
   config = shrink(config, data_dir=data_dir, batch_size=8, eval_batch_size=8, num_train_steps=2,
                   log_every_steps=1, shuffle_buffer=16, **sizes)
   results = loop.train_and_evaluate(config, str(tmp_path))
-  eval_examples = {'imagenet2012': 8, 'cifar10': 12, 'cifar100': 12}[config.dataset]
+  eval_examples = {'imagenet2012': 8, 'cifar10': 12, 'cifar100': 12,
+                   synthetic.NAME: 8}[config.dataset]
   assert results['step'] == 2 and results['num_examples'] == eval_examples
   assert results['dataset'] == config.dataset and np.isfinite(results['loss'])
 

@@ -13,6 +13,7 @@ class DatasetSpec:
     recipe: 'imagenet' (random-resized crop, centre-crop eval, mean/std) or 'small'
       (zero-pad and random crop, optional flip, per-pixel mean subtraction).
     pad: padding of the 'small' recipe's random crop.
+    image_size: the side of every image of a 'small' dataset, used as it is (None: any size).
     flip: horizontal flips in training ('small' recipe).
     manual_files: files the user must download into the TFDS manual directory first.
     manual_source: where to get `manual_files`.
@@ -23,6 +24,7 @@ class DatasetSpec:
   recipe: str
   pad: int = 0
   flip: bool = True
+  image_size: int | None = None
   manual_files: tuple[str, ...] = ()
   manual_source: str = ''
 
@@ -32,9 +34,9 @@ DATASETS = {
         'imagenet2012', 'train', 'validation', 'imagenet',
         manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
         manual_source='https://image-net.org/download-images (registration needed)'),
-    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', pad=4),
-    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', pad=4),
-    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=1, flip=False),
+    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', pad=4, image_size=32),
+    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', pad=4, image_size=32),
+    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=1, flip=False, image_size=8),
 }
 
 

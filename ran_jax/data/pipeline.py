@@ -20,15 +20,18 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from jax.sharding import NamedSharding
 
-from ran_jax.data import preprocess
+from ran_jax.data import normalize, preprocess
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
 from ran_jax.data.records import RecordOrder, split_blocks
+from ran_jax.train.mesh import prefetch_to_device
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -106,6 +109,12 @@ class InputPipeline:
         epoch_size=self.steps_per_epoch * config.local_batch_size, window=config.shuffle_buffer)
     self._mean = mean_image(self.builder, self.spec) if self.spec.recipe == 'small' else None
 
+  def device_input_fn(self) -> normalize.InputNormalizer:
+    """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
+    if self.spec.recipe == 'imagenet':
+      return normalize.imagenet_normalizer()
+    return normalize.InputNormalizer('small', self._mean.numpy(), pad=self.spec.pad)
+
   # Training.
   def _train_example(self, position: tf.Tensor, record: tf.Tensor) -> dict:
     example = self.builder.info.features.deserialize_example(
@@ -114,13 +123,11 @@ class InputPipeline:
     global_index = self.config.process_index * self._order.epoch_size + index
     seed = tf.stack([tf.constant(self.config.seed, tf.int64) * 1_000_003 + epoch, global_index])
     size = self.config.image_size
+    label = tf.cast(example['label'], tf.int32)
     if self.spec.recipe == 'imagenet':
-      image = preprocess.imagenet_train(example['image'], seed, size)
-    else:
-      image = preprocess.subtract_mean(example['image'], self._mean)
-      image = preprocess.pad_crop_flip(image, seed, self.spec.pad, self.spec.flip)
-      image = _resize_if_needed(image, size)
-    return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+      return {'image': preprocess.imagenet_train(example['image'], seed, size), 'label': label}
+    image, crop = preprocess.pad_crop_flip(example['image'], seed, self.spec.pad, self.spec.flip)
+    return {'image': image, 'label': label, 'crop': crop}
 
   def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
     """Infinite local batches, starting with the batch of global step `start_step`."""
@@ -132,13 +139,11 @@ class InputPipeline:
 
   # Evaluation.
   def _eval_example(self, example: dict) -> dict:
-    size = self.config.eval_image_size
+    features = {'label': tf.cast(example['label'], tf.int32), 'mask': tf.constant(True)}
     if self.spec.recipe == 'imagenet':
-      image = preprocess.imagenet_eval(example['image'], size)
-    else:
-      image = _resize_if_needed(preprocess.subtract_mean(example['image'], self._mean), size)
-    return {'image': image, 'label': tf.cast(example['label'], tf.int32),
-            'mask': tf.constant(True)}
+      image = preprocess.imagenet_eval(example['image'], self.config.eval_image_size)
+      return {'image': image, **features}
+    return {'image': example['image'], 'crop': preprocess.centre_crop(self.spec.pad), **features}
 
   def eval_dataset(self) -> tuple[tf.data.Dataset, int]:
     """Local eval batches padded to the same count on every process, and that count.
@@ -163,6 +168,18 @@ class InputPipeline:
     return ds.batch(local_batch).prefetch(AUTOTUNE), num_batches
 
 
+  # Batches on the devices, as the training loop takes them.
+  def train_batches(self, start_step: int, sharding: NamedSharding,
+                    prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
+    """Global training batches from step `start_step` on, `prefetch` in flight."""
+    return prefetch_to_device(as_numpy(self.train_dataset(start_step)), sharding, size=prefetch)
+
+  def eval_batches(self, sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
+    """Global eval batches (see `eval_dataset`)."""
+    dataset, _ = self.eval_dataset()
+    return prefetch_to_device(as_numpy(dataset), sharding)
+
+
 def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.DatasetBuilder:
   """Process 0 prepares the dataset if needed; the others wait for it, then load it."""
   if config.process_count == 1:
@@ -171,12 +188,6 @@ def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.
   builder = load_builder(spec, config.data_dir) if config.process_index == 0 else None
   multihost_utils.sync_global_devices(f'ran_jax: {spec.tfds_name} prepared')
   return builder or load_builder(spec, config.data_dir, prepare_if_needed=False)
-
-
-def _resize_if_needed(image: tf.Tensor, size: int) -> tf.Tensor:
-  if image.shape[0] == size and image.shape[1] == size:
-    return image
-  return tf.image.resize(image, (size, size), method='bilinear')
 
 
 def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:

@@ -2,12 +2,12 @@
 
 Training augmentation uses stateless random ops seeded per example, so the same seed and
 step always give the same images: a resumed run sees exactly the data it would have seen.
+The pixels leave the host unnormalised (uint8 where they are whole numbers); the devices
+normalise them (`ran_jax.data.normalize`).
 """
 
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 CROP_PADDING = 32  # eval: resize so the centre crop is image_size / (image_size + 32) of it
 
 
@@ -28,36 +28,45 @@ def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int) -> 
   image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
   image = tf.image.resize(image, (image_size, image_size), method='bilinear')
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  return _normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def imagenet_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Centre crop of image_size / (image_size + 32) of the shorter side, decoded directly."""
+  """Centre crop of image_size / (image_size + 32) of the shorter side, decoded directly.
+
+  Returns the bilinear resize's float32 pixels, not rounded, so evaluation is exact.
+  (`imagenet_train` returns uint8: its resize rounded to the nearest level.)
+  """
   shape = tf.io.extract_jpeg_shape(image_bytes)
   height, width = shape[0], shape[1]
   crop = tf.cast(image_size / (image_size + CROP_PADDING) *
                  tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
   window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
   image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  image = tf.image.resize(image, (image_size, image_size), method='bilinear')
-  return _normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+  return tf.image.resize(image, (image_size, image_size), method='bilinear')
 
 
-def _normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
-  return (tf.cast(image, tf.float32) - tf.constant(mean)) / tf.constant(std)
+def pad_crop_flip(image: tf.Tensor, seed: tf.Tensor, pad: int, flip: bool
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Zero-pads `pad` pixels, takes a random crop of the original size, optionally flips.
 
-
-def pad_crop_flip(image: tf.Tensor, seed: tf.Tensor, pad: int, flip: bool) -> tf.Tensor:
-  """Zero-pads `pad` pixels, takes a random crop of the original size, optionally flips."""
+  Returns the image (same dtype) and its crop (top, left, flipped) as int32, which the device
+  needs to line the mean image up with it.
+  """
   crop_seed, flip_seed = _two_seeds(seed)
   height, width, channels = image.shape
+  # The draws of tf.image.stateless_random_crop, so the same seed gives the same crop.
+  offset = tf.random.stateless_uniform([3], crop_seed, maxval=tf.int32.max,
+                                       dtype=tf.int32)[:2] % (2 * pad + 1)
   image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-  image = tf.image.stateless_random_crop(image, (height, width, channels), crop_seed)
+  image = tf.slice(image, [offset[0], offset[1], 0], [height, width, channels])
+  flipped = tf.constant(False)
   if flip:
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  return image
+    flipped = tf.random.stateless_uniform([], flip_seed) < 0.5
+    image = tf.cond(flipped, lambda: tf.reverse(image, axis=[1]), lambda: image)
+  return image, tf.stack([offset[0], offset[1], tf.cast(flipped, tf.int32)])
 
 
-def subtract_mean(image: tf.Tensor, mean_image: tf.Tensor) -> tf.Tensor:
-  """Per-pixel mean subtraction on [0, 1] images (`mean_image` of the training split)."""
-  return tf.cast(image, tf.float32) / 255.0 - mean_image
+def centre_crop(pad: int) -> tf.Tensor:
+  """The crop record of an unaugmented image (the centre of the padded image, not flipped)."""
+  return tf.constant([pad, pad, 0], tf.int32)

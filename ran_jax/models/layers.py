@@ -8,7 +8,6 @@ reproduced here for any input size, odd and non-square included.
 import functools
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,14 +24,25 @@ def caffe_pool_size(size: int, window: int = POOL_WINDOW, stride: int = POOL_STR
 def caffe_max_pool(x: jax.Array, window: int = POOL_WINDOW, stride: int = POOL_STRIDE) -> jax.Array:
   """3x3/2 max pooling over NHWC input with Caffe's output size (rounded up).
 
-  Windows that run past the bottom or right edge see only the valid pixels, as in Caffe.
+  Windows that run past the bottom or right edge see only the valid pixels, and the
+  gradient goes to the first maximum of each window in row-major order, both as in Caffe.
+  Written as a running maximum over the window's strided slices: XLA fuses it, where a
+  `reduce_window` needs a slow select-and-scatter for its gradient on CPUs and GPUs.
   """
   _, height, width, _ = x.shape
-  pads = []
-  for size in (height, width):
-    out = caffe_pool_size(size, window, stride)
-    pads.append((0, max(0, (out - 1) * stride + window - size)))
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+  out_h, out_w = caffe_pool_size(height, window, stride), caffe_pool_size(width, window, stride)
+  pad_h = max(0, (out_h - 1) * stride + window - height)
+  pad_w = max(0, (out_w - 1) * stride + window - width)
+  x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
+  result = None
+  for dy in range(window):
+    for dx in range(window):
+      candidate = jax.lax.slice(
+          x, (0, dy, dx, 0), (x.shape[0], dy + (out_h - 1) * stride + 1,
+                              dx + (out_w - 1) * stride + 1, x.shape[3]), (1, stride, stride, 1))
+      # Strictly greater: on ties the earlier position keeps the maximum and its gradient.
+      result = candidate if result is None else jnp.where(candidate > result, candidate, result)
+  return result
 
 
 @functools.cache

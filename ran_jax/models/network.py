@@ -11,10 +11,15 @@ import jax.numpy as jnp
 from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, AttentionModule
 from ran_jax.models.geometry import fits, min_input_size
 from ran_jax.models.layers import caffe_max_pool
-from ran_jax.models.units import UNITS, make_conv, make_norm
+from ran_jax.models.units import CONV_OUTPUT, UNITS, make_conv, make_norm
 
 ModuleDef = Any
 STEMS = ('imagenet', 'cifar')
+REMAT = ('none', 'unit', 'module')
+REMAT_POLICIES = {
+    'nothing': jax.checkpoint_policies.nothing_saveable,
+    'conv_outputs': jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT),
+}
 
 
 class AttentionStage(nn.Module):
@@ -70,6 +75,11 @@ class ResidualAttentionNetwork(nn.Module):
     attention: 'arl' (attention residual learning) or 'nal' (naive, ablation).
     mask_activation: 'sigmoid' (the method), 'channel' or 'spatial' (ablations).
     dtype: compute dtype; parameters, BatchNorm statistics and logits stay float32.
+    remat: rematerialisation in training, trading compute for activation memory: 'none',
+      'unit' (every residual unit keeps only its input for the backward pass) or 'module'
+      (every attention module keeps only its input). Parameter paths do not change.
+    remat_policy: what a rematerialised block keeps besides its input: 'nothing' or
+      'conv_outputs' (the convolution outputs; BatchNorm and ReLU are recomputed).
     axis_name: optional BatchNorm axis for per-device code under `shard_map`; not needed
       under `jit` with a sharded batch.
   """
@@ -91,6 +101,8 @@ class ResidualAttentionNetwork(nn.Module):
   attention: str = 'arl'
   mask_activation: str = 'sigmoid'
   dtype: Any = jnp.float32
+  remat: str = 'none'
+  remat_policy: str = 'nothing'
   axis_name: str | None = None
 
   def __post_init__(self):
@@ -121,11 +133,18 @@ class ResidualAttentionNetwork(nn.Module):
     conv = make_conv(self.dtype)
     norm = make_norm(self.dtype, train, self.axis_name)
     unit_cls = UNITS[self.unit]
+    preactivation = unit_cls.preactivation
+    module_cls = AttentionModule
+    policy = REMAT_POLICIES[self.remat_policy]
+    if self.remat == 'unit':
+      unit_cls = nn.remat(unit_cls, policy=policy)
+    elif self.remat == 'module':
+      module_cls = nn.remat(module_cls, policy=policy)
     unit = functools.partial(
         unit_cls, conv=conv, norm=norm, bottleneck_ratio=self.bottleneck_ratio, groups=self.groups)
     module = functools.partial(
-        AttentionModule, unit=unit, conv=conv, norm=norm, p=self.p, t=self.t, r=self.r,
-        preactivation=unit_cls.preactivation, attention=self.attention,
+        module_cls, unit=unit, conv=conv, norm=norm, p=self.p, t=self.t, r=self.r,
+        preactivation=preactivation, attention=self.attention,
         mask_activation=self.mask_activation)
 
     x = x.astype(self.dtype)
@@ -144,7 +163,7 @@ class ResidualAttentionNetwork(nn.Module):
       x = ResidualStage(self.final_width, self.final_units, 2, unit,
                         name=f'stage{len(self.stage_widths) + 1}')(x)
 
-    if unit_cls.preactivation:
+    if preactivation:
       x = nn.relu(norm(name='head_bn')(x))
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     self.sow('intermediates', 'pre_logits', x)
@@ -163,6 +182,8 @@ def _validate(net: ResidualAttentionNetwork) -> None:
   _check_choice('stem', net.stem, STEMS)
   _check_choice('attention', net.attention, ATTENTION_KINDS)
   _check_choice('mask_activation', net.mask_activation, MASK_ACTIVATIONS)
+  _check_choice('remat', net.remat, REMAT)
+  _check_choice('remat_policy', net.remat_policy, tuple(REMAT_POLICIES))
   lengths = {len(net.stage_widths), len(net.modules_per_stage), len(net.mask_poolings)}
   if len(lengths) != 1:
     raise ValueError(

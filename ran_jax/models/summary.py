@@ -64,11 +64,18 @@ def _layer_cost(module: nn.Module, inputs: jax.Array, outputs: jax.Array) -> Lay
 def model_costs(model: nn.Module, image_size: int | Sequence[int], channels: int = 3) -> ModelCosts:
   """Counts `model`'s parameters and multiply-adds for one image of `image_size`."""
   height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-  layers, order = [], {}
+  layers, order, calling = [], {}, set()
 
   def record(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and context.module.path:
+    module_id = id(context.module)
+    if context.method_name != '__call__' or module_id in calling:  # e.g. a super() call
+      return next_fun(*args, **kwargs)
+    calling.add(module_id)
+    try:
+      out = next_fun(*args, **kwargs)
+    finally:
+      calling.discard(module_id)
+    if context.module.path:
       order.setdefault(context.module.path[0], len(order))
       if isinstance(context.module, (nn.Conv, nn.Dense)):
         layers.append(_layer_cost(context.module, args[0], out))
@@ -92,3 +99,29 @@ def format_costs(costs: ModelCosts, title: str = '') -> str:
   rows.append(f'{"total":<14}{costs.total_params:>14,}{costs.total_macs / 1e9:>12.4f}')
   rows.append(f'multiply-adds: {costs.total_macs:,}')
   return '\n'.join(rows)
+
+
+def activation_bytes_per_image(model: nn.Module, image_size: int, channels: int = 3) -> int:
+  """Bytes per image that training keeps from the forward pass for the backward pass.
+
+  Counted from JAX's saved residuals (shapes only, nothing is computed) as the difference
+  between batches of 2 and 1 images, so parameters are left out. It is what rematerialisation
+  reduces; XLA may fuse some of it away, and a rematerialised block also holds its own
+  activations briefly while it is recomputed.
+  """
+  def residual_bytes(batch: int) -> int:
+    images = jnp.zeros((batch, image_size, image_size, channels), jnp.float32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+
+    def saved_for_backward(params, others):
+      def loss(params):
+        logits, _ = model.apply({**others, 'params': params}, images, train=True,
+                                mutable=['batch_stats'])
+        return jnp.sum(logits)
+      return jax.vjp(loss, params)[1]
+
+    others = {k: v for k, v in variables.items() if k != 'params'}
+    saved = jax.eval_shape(saved_for_backward, variables['params'], others)
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(saved))
+
+  return residual_bytes(2) - residual_bytes(1)

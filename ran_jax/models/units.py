@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 ModuleDef = Any
 
@@ -23,11 +24,21 @@ BN_EPSILON = 1e-5
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
+# Every convolution output is named, so that a rematerialisation policy can keep just these.
+CONV_OUTPUT = 'conv_output'
+
+
+class Conv(nn.Conv):
+  """`nn.Conv` whose output is tagged `CONV_OUTPUT` for rematerialisation policies."""
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    return checkpoint_name(super().__call__(inputs), CONV_OUTPUT)
+
 
 def make_conv(dtype: Any) -> Callable[..., nn.Conv]:
   """A bias-free convolution with He initialisation and float32 parameters."""
   return functools.partial(
-      nn.Conv, use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=conv_init)
+      Conv, use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=conv_init)
 
 
 def make_norm(dtype: Any, train: bool, axis_name: str | None) -> Callable[..., nn.BatchNorm]:

@@ -55,36 +55,33 @@ def close_manager(manager: ocp.CheckpointManager) -> None:
     manager.close()
 
 
-def _as_uint32(x: jax.Array) -> jax.Array:
+def _as_uint32(x: np.ndarray) -> np.ndarray:
   """The bits of `x` as uint32 words (narrower types widened, 64-bit types split)."""
-  if x.dtype == jnp.bool_:
-    return x.astype(jnp.uint32).reshape(-1)
-  width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize)
+  x = np.ascontiguousarray(x)
+  if x.dtype == np.bool_:
+    return x.astype(np.uint32).reshape(-1)
+  width = {1: np.uint8, 2: np.uint16, 4: np.uint32}.get(x.dtype.itemsize)
   if width is None:  # 8 bytes: two words each
-    return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
-  return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32).reshape(-1)
-
-
-@jax.jit
-def _fingerprint(state: Any) -> tuple[jax.Array, jax.Array]:
-  sums, finite = [], jnp.array(True)
-  for leaf in jax.tree.leaves(state):
-    words = _as_uint32(leaf)
-    weights = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
-    sums.append(jnp.sum(words * weights, dtype=jnp.uint32))
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
-      finite = finite & jnp.all(jnp.isfinite(leaf))
-  return jnp.stack(sums), finite
+    return x.view(np.uint32).reshape(-1)
+  return x.view(width).astype(np.uint32).reshape(-1)
 
 
 def state_digest(state: Any) -> tuple[str, bool]:
   """(digest of every bit of `state`, whether all its floating-point values are finite).
 
-  Computed on the devices with integer arithmetic, so it is the same whatever the device
-  count or sharding.
+  Per leaf, the sum of its uint32 words times 1, 3, 5, ... (mod 2**32), hashed. Computed on
+  the host from the fetched values (nothing to compile), so it is the same whatever the
+  device count; the state is replicated, so every process holds all of it.
   """
-  sums, finite = jax.device_get(_fingerprint(state))
-  return hashlib.sha256(np.asarray(sums, np.uint32).tobytes()).hexdigest()[:32], bool(finite)
+  sums, finite = [], True
+  for leaf in jax.device_get(jax.tree.leaves(state)):
+    leaf = np.asarray(leaf)
+    words = _as_uint32(leaf)
+    weights = np.arange(words.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    sums.append(np.sum(words * weights, dtype=np.uint32))
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+      finite = finite and bool(np.isfinite(leaf).all())
+  return hashlib.sha256(np.asarray(sums, np.uint32).tobytes()).hexdigest()[:32], finite
 
 
 def structure_signature(state: Any) -> str:

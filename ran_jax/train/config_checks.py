@@ -14,9 +14,11 @@ import jax
 import ml_collections
 from etils import epath
 
+from ran_jax.data import synthetic
 from ran_jax.data.datasets import DATASETS
 from ran_jax.models import create_model, list_models
 from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS
+from ran_jax.models.network import REMAT, REMAT_POLICIES
 from ran_jax.train.optim import SCHEDULES
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -26,7 +28,8 @@ POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'image_size', 'eval_image_size
 BOOLS = ('nesterov', 'weight_decay_bn_and_bias', 'eval_only', 'profile')
 MODEL_POSITIVE_INTS = ('stem_width', 'final_width', 't', 'groups')
 MODEL_NON_NEGATIVE_INTS = ('p', 'r')  # a module may have no units before the split / per level
-MODEL_CHOICES = {'attention': ATTENTION_KINDS, 'mask_activation': MASK_ACTIVATIONS}
+MODEL_CHOICES = {'attention': ATTENTION_KINDS, 'mask_activation': MASK_ACTIVATIONS,
+                 'remat': REMAT, 'remat_policy': tuple(REMAT_POLICIES)}
 # Fields of other spellings of the schedule, which would otherwise be silently ignored.
 REPLACED = {'lr_boundaries': 'lr_decay_epochs', 'warmup_steps': 'warmup_epochs'}
 
@@ -71,7 +74,7 @@ def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
 
 def _check_names(config: ml_collections.ConfigDict) -> None:
   _choice('model.name', config.model.name, list_models())
-  _choice('dataset', config.dataset, sorted(DATASETS))
+  _choice('dataset', config.dataset, [*sorted(DATASETS), synthetic.NAME])
   _choice('dtype', config.dtype, DTYPES)
   _choice('schedule', config.schedule, SCHEDULES)
   if config.data_dir is not None and not (isinstance(config.data_dir, str) and config.data_dir):
@@ -150,6 +153,10 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
       model.check_input((1, size, size, 3))
     except ValueError as error:
       _fail(field, size, str(error), where=f' for {name!r}')
+    native = DATASETS[config.dataset].image_size if config.dataset in DATASETS else None
+    if native is not None and size != native:
+      _fail(field, size, f'{config.dataset} images are used at their own size; set '
+            f'--config.{field}={native}')
 
 
 def _int_tuple(overrides: dict[str, Any], field: str, minimum: int, example: str) -> None:

@@ -3,7 +3,8 @@
 import jax
 import ml_collections
 
-from ran_jax.data.pipeline import InputConfig
+from ran_jax.data import synthetic
+from ran_jax.data.pipeline import InputConfig, InputPipeline
 from ran_jax.models import ResidualAttentionNetwork, create_model
 from ran_jax.train.config_checks import model_overrides
 from ran_jax.train.optim import epochs_to_steps
@@ -36,3 +37,11 @@ def input_config(config: ml_collections.ConfigDict) -> InputConfig:
       eval_image_size=config.eval_image_size, seed=config.seed, data_dir=config.data_dir,
       shuffle_buffer=config.shuffle_buffer, process_index=jax.process_index(),
       process_count=jax.process_count())
+
+
+def make_input(config: ml_collections.ConfigDict) -> InputPipeline | synthetic.SyntheticInput:
+  """The input of this process: a TFDS pipeline, or device-resident synthetic batches."""
+  if config.dataset == synthetic.NAME:
+    return synthetic.SyntheticInput(config.batch_size, config.eval_batch_size,
+                                    config.image_size, config.eval_image_size, config.seed)
+  return InputPipeline(input_config(config))

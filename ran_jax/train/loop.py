@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -15,11 +14,12 @@ import ml_collections
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from ran_jax.data.pipeline import InputPipeline, as_numpy, hide_accelerators_from_tensorflow
+from ran_jax.data.pipeline import hide_accelerators_from_tensorflow
 from ran_jax.models import model_costs
 from ran_jax.train import checkpoint, config_checks, experiment, optim, workdir_lock
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted
+from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.stop_signals import StopSignals
 from ran_jax.train.state import shardings_of, train_state_factory
 from ran_jax.train.steps import jit_steps
@@ -32,7 +32,7 @@ class Run:
   """Everything a training run holds on to."""
   config: ml_collections.ConfigDict
   workdir: str
-  pipeline: InputPipeline
+  pipeline: Any  # InputPipeline or SyntheticInput
   model: Any
   mesh: Any
   state: Any
@@ -50,7 +50,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
            cleanup: contextlib.ExitStack) -> Run:
   hide_accelerators_from_tensorflow()
   mesh = mesh_lib.make_mesh()
-  pipeline = InputPipeline(experiment.input_config(config))
+  pipeline = experiment.make_input(config)
   model = experiment.build_model(config, pipeline.num_classes)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
@@ -70,7 +70,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     start_step = int(jax.device_get(state.step))
     _check_input_state(input_state, config)
   train_step, eval_step = jit_steps(shardings_of(target), mesh_lib.data_sharding(mesh),
-                                    mesh_lib.replicated(mesh), schedule, config.label_smoothing)
+                                    mesh_lib.replicated(mesh), schedule, config.label_smoothing,
+                                    input_fn=pipeline.device_input_fn())
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   cleanup.callback(writer.close)
   return Run(config, workdir, pipeline, model, mesh, state, train_step, eval_step, manager,
@@ -112,18 +113,13 @@ def evaluate(run: Run) -> dict[str, Any] | None:
   Returns None when a stop signal arrives during a one-process evaluation, so that the
   checkpoint is saved without waiting for the rest of it.
   """
-  dataset, _ = run.pipeline.eval_dataset()
-  sharding = mesh_lib.data_sharding(run.mesh)
   outputs = []
-  for batch in mesh_lib.prefetch_to_device(as_numpy(dataset), sharding):
+  for batch in run.pipeline.eval_batches(mesh_lib.data_sharding(run.mesh)):
     if run.stop.pending_locally:
       logging.warning('Evaluation abandoned to stop sooner.')
       return None
     outputs.append(run.eval_step(run.state, batch))
-  total = merge_on_host(outputs)
-  values = {k: float(v) for k, v in total.compute().items()}
-  values['num_examples'] = int(total.loss.count)
-  return values
+  return total_eval_metrics(outputs)
 
 
 def _strict_json_value(value: Any) -> Any:
@@ -178,9 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _train(run: Run) -> dict[str, Any]:
   config, step = run.config, run.start_step
   results = None
-  train_batches = mesh_lib.prefetch_to_device(
-      as_numpy(run.pipeline.train_dataset(start_step=step)), mesh_lib.data_sharding(run.mesh),
-      size=config.prefetch_to_device)
+  train_batches = run.pipeline.train_batches(step, mesh_lib.data_sharding(run.mesh),
+                                             config.prefetch_to_device)
   hooks = _hooks(run)
   meter = _Throughput(config.batch_size)
   pending = []
@@ -249,16 +244,11 @@ class _Throughput:
     return rate
 
 
-def merge_on_host(metrics: list) -> Any:
-  """Merges per-step metric collections after one transfer (no per-step device work)."""
-  return functools.reduce(lambda a, b: a.merge(b), jax.device_get(metrics))
-
-
 def _write_train_metrics(run: Run, step: int, pending: list, meter: _Throughput) -> None:
   """Writes the metrics of the steps up to `step`; NonFiniteError if the loss diverged."""
   if not pending:
     return
-  values = {f'train/{k}': float(v) for k, v in merge_on_host(pending).compute().items()}
+  values = {f'train/{k}': v for k, v in mean_train_metrics(pending).items()}
   if not all(math.isfinite(v) for v in values.values()):
     first = step - len(pending) + 1
     latest = run.manager.latest_step()

@@ -10,6 +10,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
+from ran_jax.train.compiler_options import QUICK_COMPILE
 from ran_jax.train.mesh import replicated
 
 
@@ -36,7 +37,7 @@ def train_state_factory(model: nn.Module, tx: optax.GradientTransformation, mesh
   shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         abstract, shardings)
-  return jax.jit(init, out_shardings=shardings), target
+  return jax.jit(init, out_shardings=shardings, compiler_options=QUICK_COMPILE), target
 
 
 def shardings_of(target: TrainState) -> Any:

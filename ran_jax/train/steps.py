@@ -1,34 +1,29 @@
-"""Loss, metrics and the jitted train and eval steps."""
+"""Loss, metrics and the jitted train and eval steps.
+
+Imports only JAX, Flax and optax (with the package's own modules), so the steps also run
+where TensorFlow and clu are not installed (see benchmarks/train_step.py). Each step returns
+its metrics as a dict of scalars; `ran_jax.train.metrics` combines them on the host.
+"""
 
 import functools
 from collections.abc import Callable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
-from clu import metrics
 from jax.sharding import NamedSharding
 
+from ran_jax.train.compiler_options import step_compiler_options
 from ran_jax.train.state import TrainState
 
-
-@flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  top1_accuracy: metrics.Average.from_output('top1')
-  top5_accuracy: metrics.Average.from_output('top5')
-  learning_rate: metrics.LastValue.from_output('learning_rate')
-  grad_norm: metrics.Average.from_output('grad_norm')
-  param_norm: metrics.LastValue.from_output('param_norm')
+# Maps a batch (uint8 or float pixels, plus whatever the pipeline sends) to the network input.
+InputFn = Callable[[dict[str, jax.Array]], jax.Array]
 
 
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  top1_accuracy: metrics.Average.from_output('top1')
-  top5_accuracy: metrics.Average.from_output('top5')
+def raw_images(batch: dict[str, jax.Array]) -> jax.Array:
+  """The batch's images as they are (for data that needs no normalisation)."""
+  return batch['image']
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -47,11 +42,18 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, schedule: optax.Schedule,
-               label_smoothing: float) -> tuple[TrainState, TrainMetrics]:
-  """One SGD step on the global batch; BatchNorm statistics are over the global batch."""
+               label_smoothing: float, input_fn: InputFn = raw_images
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on the global batch; BatchNorm statistics are over the global batch.
+
+  Returns the new state and the step's metrics: mean loss, top-1 and top-5 accuracy, and the
+  learning rate, gradient norm and parameter norm.
+  """
+  images = input_fn(batch)
+
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), (loss, logits, updates['batch_stats'])
@@ -61,31 +63,44 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, schedule: opta
   batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats,
                              state.batch_stats)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  step_metrics = TrainMetrics.single_from_model_output(
-      loss=loss, top1=topk_correct(logits, batch['label'], 1),
-      top5=topk_correct(logits, batch['label'], 5), learning_rate=schedule(state.step),
-      grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(new_state.params))
-  return new_state, step_metrics
+  labels = batch['label']
+  metrics = {
+      'loss': loss.mean(),
+      'top1_accuracy': topk_correct(logits, labels, 1).mean(),
+      'top5_accuracy': topk_correct(logits, labels, 5).mean(),
+      'learning_rate': jnp.asarray(schedule(state.step), jnp.float32),
+      'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(new_state.params)}
+  return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> EvalMetrics:
-  """Metrics of one padded eval batch; padding (mask False) is not counted."""
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+              input_fn: InputFn = raw_images) -> dict[str, jax.Array]:
+  """Sums over the real examples of one padded eval batch (padding has mask False)."""
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          batch['image'], train=False)
-  labels, mask = batch['label'], batch['mask']
-  return EvalMetrics.single_from_model_output(
-      loss=cross_entropy(logits, labels), top1=topk_correct(logits, labels, 1),
-      top5=topk_correct(logits, labels, 5), mask=mask)
+                          input_fn(batch), train=False)
+  labels = batch['label']
+  mask = batch['mask'].astype(jnp.float32)
+  return {'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+          'top1_correct': jnp.sum(topk_correct(logits, labels, 1) * mask),
+          'top5_correct': jnp.sum(topk_correct(logits, labels, 5) * mask),
+          'count': jnp.sum(mask)}
 
 
 def jit_steps(state_shardings: Any, batch_sharding: NamedSharding, replicated: NamedSharding,
-              schedule: optax.Schedule, label_smoothing: float = 0.0
-              ) -> tuple[Callable, Callable]:
-  """The train step (state donated) and eval step, jitted with explicit shardings."""
+              schedule: optax.Schedule, label_smoothing: float = 0.0,
+              input_fn: InputFn = raw_images) -> tuple[Callable, Callable]:
+  """The train step (state donated) and eval step, jitted with explicit shardings.
+
+  `input_fn` runs inside both steps, on the devices: it turns the transferred batch (e.g.
+  uint8 pixels) into the network's input.
+  """
+  options = step_compiler_options(batch_sharding.mesh.devices.flat[0].platform)
   train = jax.jit(
-      functools.partial(train_step, schedule=schedule, label_smoothing=label_smoothing),
+      functools.partial(train_step, schedule=schedule, label_smoothing=label_smoothing,
+                        input_fn=input_fn),
       in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, replicated), donate_argnums=0)
-  evaluate = jax.jit(eval_step, in_shardings=(state_shardings, batch_sharding),
-                     out_shardings=replicated)
+      out_shardings=(state_shardings, replicated), donate_argnums=0, compiler_options=options)
+  evaluate = jax.jit(functools.partial(eval_step, input_fn=input_fn),
+                     in_shardings=(state_shardings, batch_sharding), out_shardings=replicated,
+                     compiler_options=options)
   return train, evaluate
