@@ -20,7 +20,7 @@ from ran_jax.data.normalize import imagenet_normalizer
 from ran_jax.models import count_params, create_model, list_models
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.state import shardings_of, train_state_factory
-from ran_jax.train.steps import jit_steps, train_step
+from ran_jax.train.steps import jit_steps
 
 
 def measure(name: str, batch: int) -> dict:
@@ -33,21 +33,18 @@ def measure(name: str, batch: int) -> dict:
   tx = optax.sgd(schedule, momentum=0.9, nesterov=True)
   _, target = train_state_factory(model, tx, mesh, (size, size, 3), seed=0)
   sharding = mesh_lib.data_sharding(mesh)
-  normalizer = imagenet_normalizer()
   step, _ = jit_steps(shardings_of(target), sharding, mesh_lib.replicated(mesh), schedule,
-                      input_fn=normalizer)
+                      input_fn=imagenet_normalizer())
   image = jax.ShapeDtypeStruct((batch, size, size, 3), np.uint8, sharding=sharding)
   batch_shapes = {'image': image,
                   'label': jax.ShapeDtypeStruct((batch,), np.int32, sharding=sharding)}
   start = time.perf_counter()
-  lowered = step.lower(target, batch_shapes)
+  trace = step.trace(target, batch_shapes)  # traced once: counted, lowered and compiled
+  lowered = trace.lower()
   traced = time.perf_counter()
   lowered.compile()
   compiled = time.perf_counter()
-  equations = len(jax.make_jaxpr(
-      lambda s, b: train_step(s, b, schedule=schedule, label_smoothing=0.0,
-                              input_fn=normalizer))(
-          target, batch_shapes).eqns)
+  equations = len(trace.jaxpr.eqns)
   return {'model': name, 'image_size': size, 'batch': batch,
           'params': count_params(target.params), 'jaxpr_equations': equations,
           'trace_s': round(traced - start, 2), 'compile_s': round(compiled - traced, 2),
