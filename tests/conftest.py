@@ -19,6 +19,7 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 from ran_jax.models import create_model  # noqa: E402
+from ran_jax.train.compiler_options import QUICK_COMPILE  # noqa: E402
 
 TINY = dict(stem_width=8, stage_widths=(16, 32, 64), final_width=128)
 TINY_NEXT = dict(TINY, groups=4)
@@ -38,7 +39,8 @@ def tiny_variables():
   """Initialised variables of the tiny attention56 at 57x57 (odd size)."""
   model = tiny_model()
   images = jax.random.normal(jax.random.key(1), (2, 57, 57, 3))
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, train=False))()
+  variables = jax.jit(lambda: model.init(jax.random.key(0), images, train=False),
+                      compiler_options=QUICK_COMPILE)()
   return model, variables, images
 
 from launch_stubs import sandbox  # noqa: E402, F401 (the launch scripts' stub executables)

@@ -80,8 +80,9 @@ def test_too_small_images_name_the_minimum(name, size, minimum):
 
 def test_logits_and_masks(tiny_variables):
   model, variables, images = tiny_variables
-  logits, state = model.apply(variables, images, train=False, mutable=['intermediates'],
-                              capture_intermediates=lambda m, _: isinstance(m, TrunkBranch))
+  logits, state = jax.jit(functools.partial(
+      model.apply, train=False, mutable=['intermediates'],
+      capture_intermediates=lambda m, _: isinstance(m, TrunkBranch)))(variables, images)
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   inter = state['intermediates']
   for stage in ('stage1', 'stage2', 'stage3'):
@@ -125,10 +126,11 @@ def test_nal_differs_from_arl(tiny_variables):
 def test_bf16_compute_keeps_float32_params_and_logits():
   model = tiny_model(dtype='bfloat16')
   images = jnp.ones((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
   dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
   assert dtypes == {jnp.dtype(jnp.float32)}
-  logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
+      variables, images)
   assert logits.dtype == jnp.float32
   assert {leaf.dtype for leaf in jax.tree.leaves(updates)} == {jnp.dtype(jnp.float32)}
 

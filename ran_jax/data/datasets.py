@@ -36,7 +36,9 @@ DATASETS = {
         manual_source='https://image-net.org/download-images (registration needed)'),
     'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', pad=4, image_size=32),
     'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', pad=4, image_size=32),
-    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=1, flip=False, image_size=8),
+    # No augmentation: a shift of one pixel is an eighth of a centred 8x8 digit, and the
+    # short demo recipe reaches its accuracy sooner without it.
+    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=0, flip=False, image_size=8),
 }
 
 

@@ -135,7 +135,7 @@ class InputPipeline:
     ds = self._order.dataset(start=start_step * batch)
     ds = ds.map(self._train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
-    return ds.prefetch(AUTOTUNE)
+    return without_autotune_model(ds.prefetch(AUTOTUNE))
 
   # Evaluation.
   def _eval_example(self, example: dict) -> dict:
@@ -165,7 +165,7 @@ class InputPipeline:
     padding = tf.data.Dataset.from_tensors(
         tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))
     ds = ds.concatenate(padding.repeat()).take(num_batches * local_batch)
-    return ds.batch(local_batch).prefetch(AUTOTUNE), num_batches
+    return without_autotune_model(ds.batch(local_batch).prefetch(AUTOTUNE)), num_batches
 
 
   # Batches on the devices, as the training loop takes them.
@@ -189,6 +189,19 @@ def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.
   builder = load_builder(spec, config.data_dir) if config.process_index == 0 else None
   multihost_utils.sync_global_devices(f'ran_jax: {spec.tfds_name} prepared')
   return builder or load_builder(spec, config.data_dir, prepare_if_needed=False)
+
+
+def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` without tf.data's autotuning model thread.
+
+  With the model on, deleting an iterator of these pipelines after a minute or more of
+  training blocked for up to 60 s (the model thread's longest sleep), so every run paused that
+  long before it exited. Without it, `AUTOTUNE` parallelism is the size of tf.data's thread pool
+  (one thread per core) and prefetch buffers still grow on demand.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return ds.with_options(options)
 
 
 def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
