@@ -195,9 +195,8 @@ def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:
   """`ds` without tf.data's autotuning model thread.
 
   With the model on, deleting an iterator of these pipelines after a minute or more of
-  training blocked for up to 60 s (the model thread's longest sleep), so every run paused that
-  long before it exited. Without it, `AUTOTUNE` parallelism is the size of tf.data's thread pool
-  (one thread per core) and prefetch buffers still grow on demand.
+  training blocked for up to a minute, so runs paused that long before they exited. Without it,
+  `AUTOTUNE` map parallelism is the size of tf.data's thread pool (one thread per core).
   """
   options = tf.data.Options()
   options.autotune.enabled = False
