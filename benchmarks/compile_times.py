@@ -14,13 +14,11 @@ import time
 
 import jax
 import numpy as np
-import optax
+from benchmark_step import build_train_step
+from cli_args import positive_int
 
-from ran_jax.data.normalize import imagenet_normalizer
 from ran_jax.models import count_params, create_model, list_models
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.state import shardings_of, train_state_factory
-from ran_jax.train.steps import jit_steps
 
 
 def measure(name: str, batch: int) -> dict:
@@ -29,12 +27,8 @@ def measure(name: str, batch: int) -> dict:
   size, classes = (32, 10) if cifar else (224, 1000)
   model = create_model(name, num_classes=classes)
   mesh = mesh_lib.make_mesh()
-  schedule = optax.constant_schedule(0.1)
-  tx = optax.sgd(schedule, momentum=0.9, nesterov=True)
-  _, target = train_state_factory(model, tx, mesh, (size, size, 3), seed=0)
+  step, _, target = build_train_step(model, mesh, size)
   sharding = mesh_lib.data_sharding(mesh)
-  step, _ = jit_steps(shardings_of(target), sharding, mesh_lib.replicated(mesh), schedule,
-                      input_fn=imagenet_normalizer())
   image = jax.ShapeDtypeStruct((batch, size, size, 3), np.uint8, sharding=sharding)
   batch_shapes = {'image': image,
                   'label': jax.ShapeDtypeStruct((batch,), np.int32, sharding=sharding)}
@@ -56,13 +50,13 @@ def main() -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--models', default=','.join(list_models()),
                       help='comma-separated preset names (default: all)')
-  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--batch', type=positive_int, default=8)
   args = parser.parse_args()
   unknown = sorted(set(args.models.split(',')) - set(list_models()))
   if unknown:
     parser.error(f'unknown model(s) {unknown}; choose from {", ".join(list_models())}')
-  if args.batch < 1 or args.batch % jax.device_count():
-    parser.error(f'--batch={args.batch} must be a positive multiple of the number of devices '
+  if args.batch % jax.device_count():
+    parser.error(f'--batch={args.batch} must be a multiple of the number of devices '
                  f'({jax.device_count()})')
   jax.config.update('jax_enable_compilation_cache', False)
   for name in args.models.split(','):

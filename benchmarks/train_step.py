@@ -25,15 +25,12 @@ import time
 
 import jax
 import numpy as np
-import optax
+from benchmark_step import build_train_step
 from cli_args import positive_int
 
-from ran_jax.data.normalize import imagenet_normalizer
 from ran_jax.models import activation_bytes_per_image, create_model, list_models, model_costs
 from ran_jax.models.network import REMAT, REMAT_POLICIES
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.state import create_train_state
-from ran_jax.train.steps import jit_steps
 
 # Dense (no sparsity) peak TFLOP/s per chip, from the vendors' data sheets, by compute dtype;
 # matched against jax's device_kind in this order (more specific names first).
@@ -92,12 +89,9 @@ def build(args: argparse.Namespace):
   if args.remat != 'none':
     overrides.update(remat=args.remat, remat_policy=args.remat_policy)
   model = create_model(args.model, num_classes=args.num_classes, **overrides)
-  schedule = optax.constant_schedule(0.1)
-  tx = optax.sgd(schedule, momentum=0.9, nesterov=True)
+  train_step, init, _ = build_train_step(model, mesh, args.image_size)
+  state = init()
   shape = (args.image_size, args.image_size, 3)
-  state, shardings = create_train_state(model, tx, mesh, shape, seed=0)
-  train_step, _ = jit_steps(shardings, mesh_lib.data_sharding(mesh), mesh_lib.replicated(mesh),
-                            schedule, input_fn=imagenet_normalizer())
   rng = np.random.default_rng(0)
   batch = mesh_lib.to_global({
       'image': rng.integers(0, 256, (args.batch, *shape), dtype=np.uint8),

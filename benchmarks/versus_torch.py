@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from cli_args import positive_int
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -63,15 +65,12 @@ def main() -> None:
   parser.add_argument('--torch-tool', required=True)
   parser.add_argument('--prototxt', required=True)
   parser.add_argument('--model', default='attention56')
-  parser.add_argument('--batch', type=int, default=8)
-  parser.add_argument('--image-size', type=int, default=224)
+  parser.add_argument('--batch', type=positive_int, default=8)
+  parser.add_argument('--image-size', type=positive_int, default=224)
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-  parser.add_argument('--steps', type=int, default=3, help='timed steps per process')
-  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--steps', type=positive_int, default=3, help='timed steps per process')
+  parser.add_argument('--rounds', type=positive_int, default=3)
   args = parser.parse_args(argv)
-  for name in ('batch', 'image_size', 'steps', 'rounds'):
-    if getattr(args, name) < 1:
-      parser.error(f'--{name.replace("_", "-")} must be >= 1')
   for path in (args.torch_python, args.torch_tool, args.prototxt):
     if not os.path.exists(path):
       raise SystemExit(f'error: {path} does not exist.')

@@ -167,7 +167,6 @@ class InputPipeline:
     ds = ds.concatenate(padding.repeat()).take(num_batches * local_batch)
     return without_autotune_model(ds.batch(local_batch).prefetch(AUTOTUNE)), num_batches
 
-
   # Batches on the devices, as the training loop takes them.
   def train_batches(self, start_step: int, sharding: NamedSharding,
                     prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:

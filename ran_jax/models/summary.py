@@ -109,9 +109,13 @@ def activation_bytes_per_image(model: nn.Module, image_size: int, channels: int 
   reduces; XLA may fuse some of it away, and a rematerialised block also holds its own
   activations briefly while it is recomputed.
   """
+  image_shape = (image_size, image_size, channels)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                jnp.zeros((1, *image_shape)), train=False))
+  others = {k: v for k, v in variables.items() if k != 'params'}
+
   def residual_bytes(batch: int) -> int:
-    images = jnp.zeros((batch, image_size, image_size, channels), jnp.float32)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    images = jnp.zeros((batch, *image_shape), jnp.float32)
 
     def saved_for_backward(params, others):
       def loss(params):
@@ -120,7 +124,6 @@ def activation_bytes_per_image(model: nn.Module, image_size: int, channels: int 
         return jnp.sum(logits)
       return jax.vjp(loss, params)[1]
 
-    others = {k: v for k, v in variables.items() if k != 'params'}
     saved = jax.eval_shape(saved_for_backward, variables['params'], others)
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(saved))
 

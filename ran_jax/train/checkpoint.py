@@ -79,7 +79,7 @@ def state_digest(state: Any) -> tuple[str, bool]:
     words = _as_uint32(leaf)
     weights = np.arange(words.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     sums.append(np.sum(words * weights, dtype=np.uint32))
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+    if np.issubdtype(leaf.dtype, np.inexact):
       finite = finite and bool(np.isfinite(leaf).all())
   return hashlib.sha256(np.asarray(sums, np.uint32).tobytes()).hexdigest()[:32], finite
 
