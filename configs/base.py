@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.groups = placeholder(int)
   config.model.attention = placeholder(str)
   config.model.mask_activation = placeholder(str)
+  config.model.mask_structure = placeholder(str)
   # Rematerialisation: 'none', 'unit' or 'module', keeping 'nothing' or 'conv_outputs'
   # (see ResidualAttentionNetwork); less activation memory for about a third more compute.
   config.model.remat = 'none'
@@ -56,6 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_image_size = 224
   config.shuffle_buffer = 16_384
   config.prefetch_to_device = 2
+  # Symmetric label noise: this fraction of the training labels (chosen by example id and
+  # label_noise_seed, the same on every host and after a resume) is replaced by a uniformly
+  # drawn other class. Evaluation labels stay clean.
+  config.label_noise = 0.0
+  config.label_noise_seed = 0
 
   config.batch_size = 256
   config.eval_batch_size = 256
@@ -83,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 10_000
   config.checkpoint_every_steps = 1_000
   config.keep_checkpoints = 3
+  # Each evaluation also writes the soft masks of this many fixed eval images to TensorBoard
+  # (0: none).
+  config.attention_images = 4
   config.eval_only = False
   config.profile = False
   return config

@@ -20,8 +20,9 @@ from ran_jax.models.layers import caffe_max_pool, interp_like
 
 ModuleDef = Any
 
-ATTENTION_KINDS = ('arl', 'nal')
+ATTENTION_KINDS = ('arl', 'nal', 'none')
 MASK_ACTIVATIONS = ('sigmoid', 'channel', 'spatial')
+MASK_STRUCTURES = ('encoder_decoder', 'local_conv')
 
 
 def mask_activation(x: jax.Array, kind: str) -> jax.Array:

@@ -17,7 +17,7 @@ from etils import epath
 from ran_jax.data import synthetic
 from ran_jax.data.datasets import DATASETS
 from ran_jax.models import create_model, list_models
-from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS
+from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STRUCTURES
 from ran_jax.models.network import REMAT, REMAT_POLICIES
 from ran_jax.train.optim import SCHEDULES
 
@@ -29,6 +29,7 @@ BOOLS = ('nesterov', 'weight_decay_bn_and_bias', 'eval_only', 'profile')
 MODEL_POSITIVE_INTS = ('stem_width', 'final_width', 't', 'groups')
 MODEL_NON_NEGATIVE_INTS = ('p', 'r')  # a module may have no units before the split / per level
 MODEL_CHOICES = {'attention': ATTENTION_KINDS, 'mask_activation': MASK_ACTIVATIONS,
+                 'mask_structure': MASK_STRUCTURES,
                  'remat': REMAT, 'remat_policy': tuple(REMAT_POLICIES)}
 # Fields of other spellings of the schedule, which would otherwise be silently ignored.
 REPLACED = {'lr_boundaries': 'lr_decay_epochs', 'warmup_steps': 'warmup_epochs'}
@@ -93,13 +94,19 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
   if not _is_int(config.keep_checkpoints) or config.keep_checkpoints < 1:
     _fail('keep_checkpoints', config.keep_checkpoints,
           'keep at least 1 checkpoint (--config.keep_checkpoints=3)')
-  if not _is_int(config.seed) or not 0 <= config.seed < 2**31:
-    _fail('seed', config.seed, 'it must be an integer in [0, 2**31)')
+  for field in ('seed', 'label_noise_seed'):
+    if not _is_int(config[field]) or not 0 <= config[field] < 2**31:
+      _fail(field, config[field], 'it must be an integer in [0, 2**31)')
+  if not _is_int(config.attention_images) or config.attention_images < 0:
+    _fail('attention_images', config.attention_images, 'it must be an integer >= 0 (0 = none)')
   _real('learning_rate', config.learning_rate, 'it must be > 0', lambda v: v > 0)
   _real('momentum', config.momentum, 'it must be in [0, 1)', lambda v: 0 <= v < 1)
   _real('weight_decay', config.weight_decay, 'it must be >= 0', lambda v: v >= 0)
   _real('label_smoothing', config.label_smoothing,
         'it must be in [0, 1) (0 = none, e.g. 0.1)', lambda v: 0 <= v < 1)
+  _real('label_noise', config.label_noise,
+        'it must be in [0, 1) (the fraction of training labels replaced, e.g. 0.3)',
+        lambda v: 0 <= v < 1)
 
 
 def _real(field: str, value: Any, allowed: str, ok) -> None:

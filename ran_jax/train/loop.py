@@ -82,7 +82,8 @@ def _input_state(config: ml_collections.ConfigDict, step: int) -> dict:
   """What decides the data order from `step` on (see `InputPipeline.train_dataset`)."""
   return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
           'dataset': config.dataset, 'shuffle_buffer': config.shuffle_buffer,
-          'process_count': jax.process_count()}
+          'process_count': jax.process_count(), 'label_noise': config.label_noise,
+          'label_noise_seed': config.label_noise_seed}
 
 
 def _check_input_state(saved: dict, config: ml_collections.ConfigDict) -> None:
