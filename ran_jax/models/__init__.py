@@ -11,10 +11,10 @@ from ran_jax.models.layers import caffe_max_pool, interp_like
 from ran_jax.models.network import ResidualAttentionNetwork
 from ran_jax.models.presets import PRESETS, create_model, list_models
 from ran_jax.models.summary import activation_bytes_per_image, count_params, model_costs
-from ran_jax.models.units import PreActBottleneck, ResNeXtBottleneck
+from ran_jax.models.units import PreActBottleneck, PreActInception, ResNeXtBottleneck
 
 __all__ = [
-    'AttentionModule', 'PRESETS', 'PreActBottleneck', 'ResNeXtBottleneck',
+    'AttentionModule', 'PRESETS', 'PreActBottleneck', 'PreActInception', 'ResNeXtBottleneck',
     'ResidualAttentionNetwork', 'SoftMaskBranch', 'TrunkBranch', 'activation_bytes_per_image',
     'caffe_max_pool', 'count_params', 'create_model', 'interp_like', 'list_models', 'model_costs',
 ]

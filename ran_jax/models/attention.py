@@ -7,7 +7,13 @@ Layout of one module (p units, split, fuse, p units), following the official def
     M = SoftMaskBranch(u, size of T)     # values in [0, 1] for the sigmoid mask
     H = U^p(T * M + T)                   # attention residual learning (ARL)
 
-`attention='nal'` gives the naive ablation H = U^p(T * M).
+`attention='nal'` gives the naive ablation H = U^p(T * M), and `attention='none'` the
+no-mask baseline H = U^p(U^t(U^p(x))): no mask branch is built, so a network of such
+modules is a plain pre-activation ResNet with the same trunk.
+
+`mask_structure='encoder_decoder'` is the bottom-up top-down mask of the method;
+'local_conv' is the paper's ablation of a mask built from residual units at full
+resolution, with no pooling or up-sampling (see `SoftMaskBranch`).
 """
 
 from typing import Any
@@ -53,15 +59,28 @@ class TrunkBranch(nn.Module):
     return x
 
 
-class SoftMaskBranch(nn.Module):
-  """Bottom-up top-down (hourglass) mask M(x), resized to the trunk's spatial size.
+def mask_unit_count(poolings: int, r: int) -> int:
+  """Units of an encoder-decoder mask branch: r(P + 1) down, P - 1 skip, r(P - 1) up."""
+  return 2 * r * poolings + poolings - 1
 
+
+class SoftMaskBranch(nn.Module):
+  """Soft mask M(x) at the trunk's spatial size, then the 1x1 head and the activation.
+
+  structure='encoder_decoder' (bottom-up top-down, the method):
   Down: `poolings` times [3x3/2 max pool, r units], 2r units at the lowest level.
   Up: at each intermediate level, bilinear up-sampling (Caffe Interp) to that level's exact
   size, plus a skip unit of the level's bottom-up feature, then r units. The last
-  up-sampling goes to `target_hw` with nothing added; then the 1x1 head and activation.
+  up-sampling goes to `target_hw` with nothing added.
+  Unit names: `down{level}_{i}`, `skip{level}`, `up{level}_{i}`.
 
-  Unit names: `down{level}_{i}`, `skip{level}`, `up{level}_{i}`; head `head_conv1/2`.
+  structure='local_conv' (the paper's ablation; its exact make-up is not published): the
+  same number of units as the encoder-decoder branch, `mask_unit_count(poolings, r)` =
+  2rP + P - 1, applied in sequence at the input's (the trunk's) resolution, with no
+  pooling or up-sampling. Unit names `local1`, `local2`, ...
+
+  Both end with the same head: BN-ReLU (`head_bn0`, pre-activation units only),
+  `head_conv1` (1x1), BN-ReLU (`head_bn1`), `head_conv2` (1x1), the mask activation.
   """
   features: int
   unit: ModuleDef
@@ -71,9 +90,26 @@ class SoftMaskBranch(nn.Module):
   r: int = 1
   preactivation: bool = True
   activation: str = 'sigmoid'
+  structure: str = 'encoder_decoder'
 
   @nn.compact
   def __call__(self, x: jax.Array, target_hw: tuple[int, int]) -> jax.Array:
+    if self.structure == 'local_conv':
+      for i in range(mask_unit_count(self.poolings, self.r)):
+        x = self.unit(self.features, name=f'local{i + 1}')(x)
+    elif self.structure == 'encoder_decoder':
+      x = self._encoder_decoder(x, target_hw)
+    else:
+      raise ValueError(f'Unknown mask structure {self.structure!r}; choose one of '
+                       f'{MASK_STRUCTURES}.')
+    if self.preactivation:
+      x = nn.relu(self.norm(name='head_bn0')(x))
+    x = self.conv(self.features, (1, 1), name='head_conv1')(x)
+    x = nn.relu(self.norm(name='head_bn1')(x))
+    x = self.conv(self.features, (1, 1), name='head_conv2')(x)
+    return mask_activation(x, self.activation)
+
+  def _encoder_decoder(self, x: jax.Array, target_hw: tuple[int, int]) -> jax.Array:
     levels = []
     for level in range(1, self.poolings + 1):
       x = caffe_max_pool(x)
@@ -87,19 +123,14 @@ class SoftMaskBranch(nn.Module):
       x = self.unit(self.features, name=f'skip{level}')(bottom_up) + x
       for i in range(self.r):
         x = self.unit(self.features, name=f'up{level}_{i + 1}')(x)
-    x = interp_like(x, *target_hw)
-    if self.preactivation:
-      x = nn.relu(self.norm(name='head_bn0')(x))
-    x = self.conv(self.features, (1, 1), name='head_conv1')(x)
-    x = nn.relu(self.norm(name='head_bn1')(x))
-    x = self.conv(self.features, (1, 1), name='head_conv2')(x)
-    return mask_activation(x, self.activation)
+    return interp_like(x, *target_hw)
 
 
 class AttentionModule(nn.Module):
   """One attention module; records its soft mask as `intermediates/.../soft_mask`.
 
-  Submodules: `pre{i}` (p units), `trunk`, `mask`, `post{i}` (p units).
+  Submodules: `pre{i}` (p units), `trunk`, `mask`, `post{i}` (p units). With
+  attention='none' there is no `mask` and nothing is sown.
   """
   features: int
   unit: ModuleDef
@@ -112,17 +143,22 @@ class AttentionModule(nn.Module):
   preactivation: bool = True
   attention: str = 'arl'
   mask_activation: str = 'sigmoid'
+  mask_structure: str = 'encoder_decoder'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.p):
       x = self.unit(self.features, name=f'pre{i + 1}')(x)
     trunk = TrunkBranch(self.features, self.unit, self.t, name='trunk')(x)
-    mask = SoftMaskBranch(
-        self.features, self.unit, self.conv, self.norm, self.poolings, self.r,
-        self.preactivation, self.mask_activation, name='mask')(x, trunk.shape[1:3])
-    self.sow('intermediates', 'soft_mask', mask)
-    x = trunk * mask + trunk if self.attention == 'arl' else trunk * mask
+    if self.attention == 'none':
+      x = trunk
+    else:
+      mask = SoftMaskBranch(
+          self.features, self.unit, self.conv, self.norm, self.poolings, self.r,
+          self.preactivation, self.mask_activation, self.mask_structure,
+          name='mask')(x, trunk.shape[1:3])
+      self.sow('intermediates', 'soft_mask', mask)
+      x = trunk * mask + trunk if self.attention == 'arl' else trunk * mask
     for i in range(self.p):
       x = self.unit(self.features, name=f'post{i + 1}')(x)
     return x

@@ -8,10 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, AttentionModule
+from ran_jax.models.attention import (ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STRUCTURES,
+                                      AttentionModule)
 from ran_jax.models.geometry import fits, min_input_size
 from ran_jax.models.layers import caffe_max_pool
-from ran_jax.models.units import CONV_OUTPUT, UNITS, make_conv, make_norm
+from ran_jax.models.units import CONV_OUTPUT, UNITS, inception_widths, make_conv, make_norm
 
 ModuleDef = Any
 STEMS = ('imagenet', 'cifar')
@@ -69,11 +70,15 @@ class ResidualAttentionNetwork(nn.Module):
     final_units / final_width: plain residual units after the attention stages (stride 2).
     stem: 'imagenet' (7x7/2 conv, BN-ReLU, 3x3/2 max pool) or 'cifar' (3x3 conv).
     stem_width: channels of the stem convolution.
-    unit: 'preact' (Attention-N) or 'resnext' (AttentionNeXt-N).
+    unit: 'preact' (Attention-N), 'resnext' (AttentionNeXt-N) or 'inception'
+      (AttentionInception-N).
     bottleneck_ratio / groups: unit bottleneck divisor and 3x3 cardinality.
     p, t, r: units before/after the split, in the trunk, between mask poolings.
-    attention: 'arl' (attention residual learning) or 'nal' (naive, ablation).
+    attention: 'arl' (attention residual learning), 'nal' (naive, ablation) or 'none'
+      (no mask branch: a plain residual network with the same trunk).
     mask_activation: 'sigmoid' (the method), 'channel' or 'spatial' (ablations).
+    mask_structure: 'encoder_decoder' (bottom-up top-down, the method) or 'local_conv'
+      (as many residual units at full resolution, no pooling: ablation).
     dtype: compute dtype; parameters, BatchNorm statistics and logits stay float32.
     remat: rematerialisation in training, trading compute for activation memory: 'none',
       'unit' (every residual unit keeps only its input for the backward pass) or 'module'
@@ -100,6 +105,7 @@ class ResidualAttentionNetwork(nn.Module):
   r: int = 1
   attention: str = 'arl'
   mask_activation: str = 'sigmoid'
+  mask_structure: str = 'encoder_decoder'
   dtype: Any = jnp.float32
   remat: str = 'none'
   remat_policy: str = 'nothing'
@@ -110,22 +116,34 @@ class ResidualAttentionNetwork(nn.Module):
     _validate(self)
 
   @property
+  def pooled_masks(self) -> bool:
+    """Whether the soft mask branches pool (and so limit the smallest input size)."""
+    return self.attention != 'none' and self.mask_structure == 'encoder_decoder'
+
+  @property
   def min_input_size(self) -> int:
     """The smallest image side this network accepts."""
-    return min_input_size(self.stem, self.mask_poolings)
+    return min_input_size(self.stem, self._size_poolings())
+
+  def _size_poolings(self) -> tuple[int, ...]:
+    return tuple(self.mask_poolings) if self.pooled_masks else (0,) * len(self.mask_poolings)
 
   def check_input(self, shape: Sequence[int]) -> None:
     """Raises a ValueError naming the problem if `shape` is not a usable NHWC batch."""
     if len(shape) != 4:
       raise ValueError(f'Expected NHWC images of rank 4, got shape {tuple(shape)}.')
     height, width = shape[1], shape[2]
-    if not (fits(height, self.stem, self.mask_poolings) and
-            fits(width, self.stem, self.mask_poolings)):
+    poolings = self._size_poolings()
+    if fits(height, self.stem, poolings) and fits(width, self.stem, poolings):
+      return
+    minimum = f'{self.min_input_size}x{self.min_input_size}'
+    if self.pooled_masks:
       raise ValueError(
           f'Images of {height}x{width} are too small for this network: its soft mask branches '
           f'pool {tuple(self.mask_poolings)} times per stage, so it needs at least '
-          f'{self.min_input_size}x{self.min_input_size} pixels. Resize the input or use '
-          f'fewer mask poolings.')
+          f'{minimum} pixels. Resize the input or use fewer mask poolings.')
+    raise ValueError(f'Images of {height}x{width} are too small for this network: its '
+                     f'{self.stem} stem needs at least {minimum} pixels.')
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -145,7 +163,7 @@ class ResidualAttentionNetwork(nn.Module):
     module = functools.partial(
         module_cls, unit=unit, conv=conv, norm=norm, p=self.p, t=self.t, r=self.r,
         preactivation=preactivation, attention=self.attention,
-        mask_activation=self.mask_activation)
+        mask_activation=self.mask_activation, mask_structure=self.mask_structure)
 
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
@@ -182,6 +200,7 @@ def _validate(net: ResidualAttentionNetwork) -> None:
   _check_choice('stem', net.stem, STEMS)
   _check_choice('attention', net.attention, ATTENTION_KINDS)
   _check_choice('mask_activation', net.mask_activation, MASK_ACTIVATIONS)
+  _check_choice('mask_structure', net.mask_structure, MASK_STRUCTURES)
   _check_choice('remat', net.remat, REMAT)
   _check_choice('remat_policy', net.remat_policy, tuple(REMAT_POLICIES))
   lengths = {len(net.stage_widths), len(net.modules_per_stage), len(net.mask_poolings)}
@@ -206,3 +225,9 @@ def _validate(net: ResidualAttentionNetwork) -> None:
       raise ValueError(
           f'Width {width} must be divisible by bottleneck_ratio={net.bottleneck_ratio}, and '
           f'the bottleneck ({inner}) by groups={net.groups}.')
+    if net.unit == 'inception':
+      branches = inception_widths(width, net.bottleneck_ratio)[1:]  # the 3x3s' ins and outs
+      if any(branch % net.groups for branch in branches):
+        raise ValueError(
+            f'The inception unit of width {width} has 3x3 branch widths {branches}; each must '
+            f'be divisible by groups={net.groups}.')

@@ -20,6 +20,26 @@ pixels, each stage = a transition unit, m modules and one closing unit, mask poo
 the paper's 8.6M: the paper does not define this model, and no reading that keeps
 p=2, t=4, r=3, the widths above and depth 452 gives 8.6M, so we keep the layout shared
 with the other CIFAR presets and report the difference rather than invent one.
+
+attentioninception56 is Attention-56 (modules 1/1/1) with `PreActInception` units in
+trunks, masks, transitions and the final stage: 31,926,272 parameters and 6.264 G
+multiply-adds at 224x224 with 1000 classes, against the paper's 31.9M and 6.3G for
+AttentionInception-56 (the paper does not define the unit; see its docstring).
+
+No-mask baselines (attention='none': every module is its p + t + p trunk units in a row, so
+the network is a plain pre-activation ResNet):
+  resnet164_cifar  the attention164_cifar layout without masks: 3 stages of 1 + 4 * 4 + 1 =
+                   18 bottleneck units, widths 64/128/256, a 16-channel 3x3 stem, i.e.
+                   ResNet-164's layout. 1,703,258 parameters with 10 classes (published:
+                   1.7M), 1,726,388 with 100; 0.248 G multiply-adds at 32x32.
+  resnet200        ImageNet layout with modules 1/5/9. A no-mask network with modules
+                   (a, b, c) has 1 + 4a, 1 + 4b, 1 + 4c and 3 units per stage and depth
+                   12 (a + b + c) + 20, so depth 200 needs a + b + c = 15. Against He et
+                   al.'s ResNet-200 (units 3/24/36/3; 64.7M parameters, 15.0 G multiply-
+                   adds), modules 1/5/9 give units 5/21/37/3: 65,084,072 parameters and
+                   15.007 G multiply-adds at 224x224. Also 66 units, the same multiply-adds:
+                   1/6/8 (5/25/33/3) 61,735,592 and 5/5/5 (21/21/21/3, the depth rule
+                   36m + 20) 48,335,528 parameters.
 """
 
 import dataclasses
@@ -30,6 +50,7 @@ import jax.numpy as jnp
 from ran_jax.models.network import ResidualAttentionNetwork
 
 _RESNEXT = dict(unit='resnext', bottleneck_ratio=2, groups=32)
+_NO_MASK = dict(attention='none')
 _CIFAR = dict(stem='cifar', stem_width=16, stage_widths=(64, 128, 256), stage_tail_units=1,
               final_units=0)
 
@@ -40,12 +61,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     'attention164': dict(modules_per_stage=(4, 4, 4)),
     'attentionnext56': dict(modules_per_stage=(1, 1, 1), **_RESNEXT),
     'attentionnext92': dict(modules_per_stage=(1, 2, 3), **_RESNEXT),
+    'attentioninception56': dict(modules_per_stage=(1, 1, 1), unit='inception'),
+    'resnet200': dict(modules_per_stage=(1, 5, 9), **_NO_MASK),
     'attention56_cifar': dict(modules_per_stage=(1, 1, 1), **_CIFAR),
     'attention92_cifar': dict(modules_per_stage=(2, 2, 2), **_CIFAR),
     'attention128_cifar': dict(modules_per_stage=(3, 3, 3), **_CIFAR),
     'attention164_cifar': dict(modules_per_stage=(4, 4, 4), **_CIFAR),
     'attention236_cifar': dict(modules_per_stage=(6, 6, 6), **_CIFAR),
     'attention452_cifar': dict(modules_per_stage=(6, 6, 6), p=2, t=4, r=3, **_CIFAR),
+    'resnet164_cifar': dict(modules_per_stage=(4, 4, 4), **_NO_MASK, **_CIFAR),
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}

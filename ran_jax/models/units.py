@@ -5,7 +5,8 @@ Two unit families are used by the official models:
   * `ResNeXtBottleneck` (AttentionNeXt-N): ReLU(x + [1x1, BN, ReLU, grouped 3x3, BN, ReLU,
     1x1, BN]), post-activation.
 A unit that changes width or resolution gets a 1x1 projection shortcut; the stride sits on
-the 3x3 convolution.
+the 3x3 convolution. A third family, `PreActInception` (AttentionInception-N), has three
+pre-activation Inception-ResNet-style branches; the paper gives no definition for it.
 """
 
 import functools
@@ -118,4 +119,66 @@ class ResNeXtBottleneck(nn.Module):
     return nn.relu(shortcut + y)
 
 
-UNITS = {'preact': PreActBottleneck, 'resnext': ResNeXtBottleneck}
+def inception_widths(features: int, bottleneck_ratio: int = 4) -> tuple[int, ...]:
+  """Branch widths (a, b1, b2, c1, c2, c3) of `PreActInception`.
+
+  With w = features // bottleneck_ratio: the 1x1 convolutions of all three branches and
+  the 3x3 of branch b are 7w/16 wide, branch c's 3x3s grow to w/2 and 9w/16 (rounded
+  down, at least 1). For w = 64: 28, 28, 28, 28, 32, 36.
+  """
+  width = features // bottleneck_ratio
+  reduce = max(1, 7 * width // 16)
+  return reduce, reduce, reduce, reduce, max(1, width // 2), max(1, 9 * width // 16)
+
+
+class PreActInception(nn.Module):
+  """Pre-activation Inception-ResNet-style unit, the unit of AttentionInception-N.
+
+  x + [1x1 to `features`] of BN-ReLU(concat(a, b, c)) on y = BN-ReLU(x), with branches
+  (a) 1x1; (b) 1x1, BN-ReLU, 3x3; (c) 1x1, BN-ReLU, 3x3, BN-ReLU, 3x3, of the widths
+  given by `inception_widths`. `strides` sits on branch a's 1x1 and on the first 3x3 of
+  b and c; a unit that changes width or resolution adds a 1x1 projection of y as its
+  shortcut, as `PreActBottleneck`. `groups` applies to the 3x3 convolutions.
+
+  The paper does not give the unit; the widths were chosen so that one unit costs about
+  as much as the bottleneck it replaces (which is what the paper's figures suggest). With
+  C_in inputs, C outputs and widths (a, b1, b2, c1, c2, c3), a unit has
+  C_in (a + b1 + c1) + 9 (b1 b2 + c1 c2 + c2 c3) + (a + b2 + c3) C [+ C_in C projection]
+  convolution weights and 2 C_in + 2 (b1 + c1 + c2) + 2 (a + b2 + c3) BatchNorm
+  parameters. attentioninception56 (224x224, 1000 classes) then has 31,926,272 parameters
+  and 6.264 G multiply-adds, against the paper's 31.9M and 6.3G for AttentionInception-56.
+  """
+  features: int
+  conv: ModuleDef
+  norm: ModuleDef
+  strides: int = 1
+  bottleneck_ratio: int = 4
+  groups: int = 1
+
+  preactivation = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    a, b1, b2, c1, c2, c3 = inception_widths(self.features, self.bottleneck_ratio)
+    y = nn.relu(self.norm(name='bn_in')(x))
+    shortcut = x
+    if x.shape[-1] != self.features or self.strides != 1:
+      shortcut = self.conv(self.features, (1, 1), strides=self.strides, name='proj')(y)
+
+    def conv3x3(z, features, strides, name):
+      return self.conv(features, (3, 3), strides=strides, padding=_padding(3),
+                       feature_group_count=self.groups, name=name)(z)
+
+    branch_a = self.conv(a, (1, 1), strides=self.strides, name='a_conv1')(y)
+    branch_b = nn.relu(self.norm(name='b_bn1')(self.conv(b1, (1, 1), name='b_conv1')(y)))
+    branch_b = conv3x3(branch_b, b2, self.strides, 'b_conv2')
+    branch_c = nn.relu(self.norm(name='c_bn1')(self.conv(c1, (1, 1), name='c_conv1')(y)))
+    branch_c = nn.relu(self.norm(name='c_bn2')(conv3x3(branch_c, c2, self.strides, 'c_conv2')))
+    branch_c = conv3x3(branch_c, c3, 1, 'c_conv3')
+    y = jnp.concatenate([branch_a, branch_b, branch_c], axis=-1)
+    y = nn.relu(self.norm(name='bn_cat')(y))
+    y = self.conv(self.features, (1, 1), name='conv_out')(y)
+    return shortcut + y
+
+
+UNITS = {'preact': PreActBottleneck, 'resnext': ResNeXtBottleneck, 'inception': PreActInception}
