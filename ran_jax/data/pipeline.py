@@ -10,6 +10,11 @@ A run restarted at step s starts reading at the window that holds its first exam
 one shuffle buffer plus one file of records before it), so it sees exactly the batches an
 uninterrupted run would have seen.
 
+With `label_noise` > 0, a fixed fraction of the training labels is replaced symmetrically
+(`ran_jax.data.label_noise`), chosen by example id (the index in the whole train split), so an
+example's noisy label is the same on every process count and after a resume. Evaluation
+labels stay clean.
+
 Evaluation pads every process's shard to the same whole number of batches and marks real
 examples with `mask`, so every example is counted exactly once.
 """
@@ -24,9 +29,10 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.sharding import NamedSharding
 
-from ran_jax.data import normalize, preprocess
+from ran_jax.data import label_noise, normalize, preprocess
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
@@ -54,6 +60,8 @@ class InputConfig:
   shuffle_buffer: int = 16_384
   process_index: int = 0
   process_count: int = 1
+  label_noise: float = 0.0  # fraction of the training labels replaced symmetrically
+  label_noise_seed: int = 0
 
   @property
   def local_batch_size(self) -> int:
@@ -96,7 +104,7 @@ class InputPipeline:
     train_split = tfds.split_for_jax_process(
         self.spec.train_split, process_index=config.process_index,
         process_count=config.process_count, drop_remainder=True)
-    blocks = split_blocks(self.builder, train_split)
+    blocks = split_blocks(self.builder, train_split, self.spec.train_split)
     self.local_train_examples = blocks.num_records
     self.steps_per_epoch = self.local_train_examples // config.local_batch_size
     if self.steps_per_epoch < 1:
@@ -108,6 +116,18 @@ class InputPipeline:
         process_index=config.process_index,
         epoch_size=self.steps_per_epoch * config.local_batch_size, window=config.shuffle_buffer)
     self._mean = mean_image(self.builder, self.spec) if self.spec.recipe == 'small' else None
+    self._label_shifts = self._noise() if config.label_noise > 0 else None
+
+  def _noise(self) -> tf.Tensor:
+    """The label shift of every training example, by example id (see `label_noise`)."""
+    config = self.config
+    shifts = label_noise.label_shifts(self.num_train_examples, self.num_classes,
+                                      config.label_noise, config.label_noise_seed)
+    logging.info('Label noise: %d of the %d training labels (%.4g%%) are replaced by another '
+                 'class (label_noise=%g, label_noise_seed=%d).', np.count_nonzero(shifts),
+                 len(shifts), 100 * np.count_nonzero(shifts) / len(shifts), config.label_noise,
+                 config.label_noise_seed)
+    return tf.constant(shifts)
 
   def device_input_fn(self) -> normalize.InputNormalizer:
     """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
@@ -116,7 +136,8 @@ class InputPipeline:
     return normalize.InputNormalizer('small', self._mean.numpy(), pad=self.spec.pad)
 
   # Training.
-  def _train_example(self, position: tf.Tensor, record: tf.Tensor) -> dict:
+  def _train_example(self, position: tf.Tensor, example_id: tf.Tensor, record: tf.Tensor, *,
+                     with_id: bool = False) -> dict:
     example = self.builder.info.features.deserialize_example(
         record, decoders=_decoders(self.spec))
     epoch, index = position // self._order.epoch_size, position % self._order.epoch_size
@@ -124,16 +145,24 @@ class InputPipeline:
     seed = tf.stack([tf.constant(self.config.seed, tf.int64) * 1_000_003 + epoch, global_index])
     size = self.config.image_size
     label = tf.cast(example['label'], tf.int32)
+    if self._label_shifts is not None:
+      label = (label + tf.gather(self._label_shifts, example_id)) % self.num_classes
+    features = {'label': label, **({'example_id': example_id} if with_id else {})}
     if self.spec.recipe == 'imagenet':
-      return {'image': preprocess.imagenet_train(example['image'], seed, size), 'label': label}
+      return {'image': preprocess.imagenet_train(example['image'], seed, size), **features}
     image, crop = preprocess.pad_crop_flip(example['image'], seed, self.spec.pad, self.spec.flip)
-    return {'image': image, 'label': label, 'crop': crop}
+    return {'image': image, 'crop': crop, **features}
 
-  def train_dataset(self, start_step: int = 0) -> tf.data.Dataset:
-    """Infinite local batches, starting with the batch of global step `start_step`."""
+  def train_dataset(self, start_step: int = 0, *, with_ids: bool = False) -> tf.data.Dataset:
+    """Infinite local batches, starting with the batch of global step `start_step`.
+
+    With `with_ids`, each batch also holds the `example_id` of its examples (their indices in
+    the whole train split); the train step takes batches without them.
+    """
     batch = self.config.local_batch_size
     ds = self._order.dataset(start=start_step * batch)
-    ds = ds.map(self._train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(functools.partial(self._train_example, with_id=with_ids),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
     return without_autotune_model(ds.prefetch(AUTOTUNE))
 

@@ -8,6 +8,8 @@ instructions), through TFDS's own file adapter for the dataset's file format. Ep
      (so a window holds about `window` records, whole blocks, and a block longer than `window`
      is a window of its own), reads each window's blocks in parallel and shuffles the window
      with a seed made of (seed, e, process index, the window's start).
+Each record carries its example id: its index in the whole split (of which the blocks may be
+a part) in TFDS's prepared order, that of `builder.as_dataset(split, shuffle_files=False)`.
 The record at position p of epoch e is a function of (seed, e, p), given the split, the process
 index, `epoch_size` and `window`. Starting at p reads from the window holding p on (so at most
 one window, under `window` records plus one block, of records before p), and one window ahead
@@ -31,18 +33,22 @@ _ORDER, _WINDOW = 1, 2  # what a stateless seed is for
 
 @dataclasses.dataclass(frozen=True)
 class Blocks:
-  """The blocks of a split: file paths, records skipped at each file's start, records taken."""
+  """The blocks of a split: file paths, records skipped at each file's start, records taken,
+  and the example id (index in the whole split) of each block's first record."""
   files: np.ndarray
   skips: np.ndarray
   takes: np.ndarray
+  first_ids: np.ndarray
 
   @property
   def num_records(self) -> int:
     return int(self.takes.sum())
 
 
-def split_blocks(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg) -> Blocks:
-  """The blocks of `split`, after checking that their files exist and can be read here."""
+def split_blocks(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg,
+                 whole_split: str) -> Blocks:
+  """The blocks of `split`, a part of `whole_split`, after checking that their files exist and
+  can be read here; example ids count the records of `whole_split`."""
   file_format = builder.info.file_format
   adapter = file_adapters.ADAPTER_FOR_FORMAT.get(file_format)
   if adapter is None or not adapter.SUPPORTS_TF_DATA:
@@ -61,7 +67,26 @@ def split_blocks(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg)
           f'missing (e.g. {missing[0]}); prepare it again (python3 -m ran_jax.data.prepare).')
   return Blocks(files=np.array([os.fspath(i.filename) for i in instructions]),
                 skips=np.array([i.skip for i in instructions], np.int64),
-                takes=np.array([i.take for i in instructions], np.int64))
+                takes=np.array([i.take for i in instructions], np.int64),
+                first_ids=_first_ids(builder, instructions, whole_split))
+
+
+def _first_ids(builder: tfds.core.DatasetBuilder, instructions: list,
+               whole_split: str) -> np.ndarray:
+  """The example id of each instruction's first record: the records of `whole_split` in the
+  files before its file, plus the records it skips in its own file."""
+  whole = builder.info.splits[whole_split].file_instructions
+  record_0_ids, start = {}, 0  # the id that the first record of each file would have
+  for instruction in whole:
+    record_0_ids[os.fspath(instruction.filename)] = start - instruction.skip
+    start += instruction.take
+  ids = []
+  for instruction in instructions:
+    filename = os.fspath(instruction.filename)
+    if filename not in record_0_ids:
+      raise ValueError(f'{filename} is not a file of the {whole_split!r} split.')
+    ids.append(record_0_ids[filename] + instruction.skip)
+  return np.array(ids, np.int64)
 
 
 def _seed(seed: int, purpose: int, *values: tf.Tensor) -> tf.Tensor:
@@ -117,21 +142,27 @@ class RecordOrder:
     return tf.data.Dataset.from_tensor_slices(
         (tf.fill(tf.shape(starts), epoch), starts, ends, skips))
 
-  def _read_block(self, file: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> tf.data.Dataset:
-    return self._adapter.make_tf_data(file).skip(skip).take(take)
+  def _read_block(self, file: tf.Tensor, skip: tf.Tensor, take: tf.Tensor,
+                  first_id: tf.Tensor) -> tf.data.Dataset:
+    """(example id, record) of `take` records of `file` after the first `skip`."""
+    ids = tf.data.Dataset.range(first_id, first_id + take)
+    return tf.data.Dataset.zip(ids, self._adapter.make_tf_data(file).skip(skip).take(take))
 
   def _window(self, epoch: tf.Tensor, start: tf.Tensor, end: tf.Tensor,
               skip: tf.Tensor) -> tf.data.Dataset:
-    """(position, record) of window [start, end) of `epoch`, shuffled, from `skip` on."""
+    """(position, (example id, record)) of window [start, end) of `epoch`, shuffled, from
+    `skip` on."""
     order, block_starts, block_ends = self._layout(epoch)
     inside = (block_starts < end) & (block_ends > start)
     first = tf.maximum(tf.boolean_mask(block_starts, inside), start)
     last = tf.minimum(tf.boolean_mask(block_ends, inside), end)
     chosen = tf.boolean_mask(order, inside)
-    file_skips = (tf.gather(tf.constant(self.blocks.skips), chosen) + first
-                  - tf.boolean_mask(block_starts, inside))
+    skipped = first - tf.boolean_mask(block_starts, inside)  # block records before the window
+    file_skips = tf.gather(tf.constant(self.blocks.skips), chosen) + skipped
+    first_ids = tf.gather(tf.constant(self.blocks.first_ids), chosen) + skipped
     blocks = tf.data.Dataset.from_tensor_slices(
-        (tf.gather(tf.constant(self.blocks.files), chosen), file_skips, last - first))
+        (tf.gather(tf.constant(self.blocks.files), chosen), file_skips, last - first,
+         first_ids))
     records = blocks.interleave(self._read_block, cycle_length=READ_PARALLELISM,
                                 num_parallel_calls=AUTOTUNE, deterministic=True)
     shuffle_seed = tf.random.stateless_uniform(
@@ -143,7 +174,7 @@ class RecordOrder:
     return tf.data.Dataset.zip(positions, records).skip(skip)
 
   def dataset(self, start: int = 0) -> tf.data.Dataset:
-    """Infinite (position, serialized record) from position `start`.
+    """Infinite (position, example id, serialized record) from position `start`.
 
     Positions count records from the start of epoch 0: position p is record p % epoch_size
     of epoch p // epoch_size.
@@ -153,4 +184,5 @@ class RecordOrder:
     windows = epochs.flat_map(lambda epoch: self._epoch_windows(
         epoch, tf.where(epoch == start_epoch, tf.constant(first, tf.int64), 0)))
     # Reading one window ahead, while the one before is consumed, keeps the input flowing.
-    return windows.flat_map(self._window).prefetch(self.window)
+    records = windows.flat_map(self._window).map(lambda position, record: (position, *record))
+    return records.prefetch(self.window)

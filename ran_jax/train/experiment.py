@@ -36,7 +36,8 @@ def input_config(config: ml_collections.ConfigDict) -> InputConfig:
       eval_batch_size=config.eval_batch_size, image_size=config.image_size,
       eval_image_size=config.eval_image_size, seed=config.seed, data_dir=config.data_dir,
       shuffle_buffer=config.shuffle_buffer, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), label_noise=config.label_noise,
+      label_noise_seed=config.label_noise_seed)
 
 
 def make_input(config: ml_collections.ConfigDict) -> InputPipeline | synthetic.SyntheticInput:
