@@ -14,20 +14,19 @@ command line; 75 when stopped by SIGTERM, SIGINT or a preemption notice after sa
 checkpoint (rerun the same command to resume; schedulers can requeue on it).
 """
 
-import logging as std_logging
 import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from ran_jax import cli
+from ran_jax.cli import EXIT_USAGE
+
 DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'ran_jax', 'jax')
+EXAMPLE = ('python3 -m ran_jax.main --config=configs/digits_attention56.py '
+           '--workdir=/tmp/ran_digits')
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and eval results.')
+FLAGS = flags.FLAGS  # --config and --workdir are defined in ran_jax.cli
 flags.DEFINE_bool('distributed', False,
                   'Call jax.distributed.initialize() first (several hosts: TPU pods, SLURM).')
 flags.DEFINE_string('coordinator_address', None,
@@ -36,49 +35,11 @@ flags.DEFINE_string('coordinator_address', None,
 flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1 (with '
                      '--coordinator_address).')
-flags.mark_flags_as_required(['config', 'workdir'])
-
-
-class _QuietCheckpointer(std_logging.Filter):
-  """Keeps Orbax's routine INFO lines out of the training log."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
-
-
-def _one_line(text: object) -> str:
-  return ' '.join(str(text).split())
-
-
-def _fail(message: str, status: int = EXIT_ERROR) -> None:
-  print(f'error: {_one_line(message)}', file=sys.stderr, flush=True)
-  sys.exit(status)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag, config file or --config.FIELD ends with one clear line."""
-  try:
-    argv = FLAGS(argv)
-    FLAGS.config.get('dataset')  # a config that failed to load raises here
-  except OSError as error:
-    _fail(error, EXIT_USAGE)
-  except (ImportError, SyntaxError) as error:  # raised by the config file itself
-    _fail(f'the --config file could not be loaded: {type(error).__name__}: {error}', EXIT_USAGE)
-  except flags.Error as error:
-    for name in ('config', 'workdir'):
-      if getattr(FLAGS, name) is None and f'--{name} must have a value' in str(error):
-        _fail(f'--{name} is required, e.g. python3 -m ran_jax.main '
-              '--config=configs/digits_attention56.py --workdir=/tmp/ran_digits', EXIT_USAGE)
-    _fail(f'{error} (see --helpfull)', EXIT_USAGE)
-  except (AttributeError, KeyError, TypeError, ValueError) as error:
-    reason = error
-    while isinstance(reason, BaseException) and reason.args:
-      reason = reason.args[0]
-    _fail(f'bad --config: {reason}', EXIT_USAGE)
-  if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE',
-          EXIT_USAGE)
-  return argv
+  return cli.parse_flags(argv, EXAMPLE)
 
 
 def _distributed_args() -> dict | None:
@@ -88,19 +49,17 @@ def _distributed_args() -> dict | None:
   given = {k: v for k, v in explicit.items() if v is not None}
   if given and len(given) < len(explicit):
     missing = ', '.join(f'--{k}' for k in explicit if k not in given)
-    _fail(f'--coordinator_address, --num_processes and --process_id go together; missing '
-          f'{missing}.', EXIT_USAGE)
+    cli.fail(f'--coordinator_address, --num_processes and --process_id go together; missing '
+             f'{missing}.', EXIT_USAGE)
   if given and not 0 <= FLAGS.process_id < FLAGS.num_processes:
-    _fail(f'--process_id={FLAGS.process_id} must be in [0, --num_processes={FLAGS.num_processes}).',
-          EXIT_USAGE)
+    cli.fail(f'--process_id={FLAGS.process_id} must be in [0, '
+             f'--num_processes={FLAGS.num_processes}).', EXIT_USAGE)
   return given if (given or FLAGS.distributed) else None
 
 
 def main(argv: list[str]) -> None:
   del argv  # checked by parse_flags
-  logging.get_absl_handler().addFilter(_QuietCheckpointer())
-  # JAX reports at INFO that it found no TPU; that is no news on a GPU or CPU host.
-  std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+  cli.quiet_routine_logs()
   distributed = _distributed_args()
   import jax  # after flag parsing, so --help stays fast
   if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
@@ -109,12 +68,12 @@ def main(argv: list[str]) -> None:
     try:
       jax.distributed.initialize(**distributed)
     except (RuntimeError, ValueError) as error:
-      _fail(f'jax.distributed.initialize() failed: {error}')
+      cli.fail(f'jax.distributed.initialize() failed: {error}')
   from ran_jax.train import config_checks
   try:  # before TensorFlow is even imported: a bad value stops at once
     config_checks.validate(FLAGS.config, FLAGS.workdir)
   except ValueError as error:
-    _fail(error)
+    cli.fail(error)
   from ran_jax.data.pipeline import DatasetUnavailableError
   from ran_jax.train.errors import EXIT_PREEMPTED, Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
@@ -122,12 +81,12 @@ def main(argv: list[str]) -> None:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as stop:
     logging.warning('%s', stop)
-    print(_one_line(stop), file=sys.stderr, flush=True)
+    print(cli.one_line(stop), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
   except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,
           TrainingError) as error:
     logging.debug('Stopped by an error', exc_info=True)
-    _fail(f'{error} (--verbosity=1 shows where it was raised)')
+    cli.fail(f'{error} (--verbosity=1 shows where it was raised)')
 
 
 if __name__ == '__main__':

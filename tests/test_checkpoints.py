@@ -41,10 +41,11 @@ def copy_of(workdir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
   return tmp_path / 'run'
 
 
-def restore(workdir: pathlib.Path, width: int = 64):
+def restore(workdir: pathlib.Path, width: int = 64, **options):
   manager = checkpoint.make_manager(str(workdir), keep=3)
   try:
-    return checkpoint.restore_latest(manager, jax.eval_shape(lambda: make_state(0, width)))
+    return checkpoint.restore_latest(manager, jax.eval_shape(lambda: make_state(0, width)),
+                                     **options)
   finally:
     checkpoint.close_manager(manager)
 
@@ -112,6 +113,16 @@ def test_damaged_newest_step_is_set_aside_and_the_previous_restored(
   assert moved.startswith('2-') and (workdir / 'checkpoints_damaged' / moved / 'state').is_dir()
   assert 'Checkpoint of step 2 is damaged' in caplog.text
   assert 'resuming from step 1' in caplog.text
+
+
+def test_a_reader_skips_a_damaged_step_but_leaves_it_in_place(two_steps, tmp_path, caplog):
+  workdir = copy_of(two_steps, tmp_path)
+  truncate(workdir / 'checkpoints' / '2')
+  state, _ = restore(workdir, set_aside=False)
+  assert int(state.step) == 1
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']
+  assert not (workdir / 'checkpoints_damaged').exists()
+  assert 'Checkpoint of step 2 is damaged' in caplog.text
 
 
 def test_every_step_damaged_stops_and_moves_nothing(two_steps, tmp_path):

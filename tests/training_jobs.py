@@ -27,7 +27,7 @@ TINY_FLAGS = ['--config.model.stem_width=8', '--config.model.stage_widths=(16, 3
 # (constant learning rate, same batch shapes), so the persistent compilation cache serves all
 # but the first; the run length and the logging and saving intervals don't change them.
 QUICK_FIELDS = {'batch_size': 32, 'eval_batch_size': 120, 'schedule': 'piecewise',
-                'lr_decay_epochs': (), 'warmup_epochs': 0.0}
+                'lr_decay_epochs': (), 'warmup_epochs': 0.0, 'attention_images': 0}
 
 
 def digits_flags(workdir, data_dir, **fields) -> list[str]:

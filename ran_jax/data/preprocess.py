@@ -31,6 +31,16 @@ def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int) -> 
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def eval_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+  """The evaluation crop (top, left, height, width) of a `height` x `width` image.
+
+  A centred square of image_size / (image_size + 32) of the shorter side.
+  """
+  crop = tf.cast(image_size / (image_size + CROP_PADDING) *
+                 tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+  return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+
+
 def imagenet_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
   """Centre crop of image_size / (image_size + 32) of the shorter side, decoded directly.
 
@@ -38,11 +48,24 @@ def imagenet_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
   (`imagenet_train` returns uint8: its resize rounded to the nearest level.)
   """
   shape = tf.io.extract_jpeg_shape(image_bytes)
-  height, width = shape[0], shape[1]
-  crop = tf.cast(image_size / (image_size + CROP_PADDING) *
-                 tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-  window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+  window = eval_window(shape[0], shape[1], image_size)
   image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+  return tf.image.resize(image, (image_size, image_size), method='bilinear')
+
+
+def imagenet_eval_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """`imagenet_eval` of an already decoded (H, W, C) image: the same crop and resize."""
+  shape = tf.shape(image)
+  window = eval_window(shape[0], shape[1], image_size)
+  image = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
+  return tf.image.resize(image, (image_size, image_size), method='bilinear')
+
+
+def small_eval_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """A decoded image for a 'small'-recipe network, whose images are used at their own size:
+  float32, bilinearly resized to image_size x image_size when its size differs."""
+  if tuple(image.shape[:2]) == (image_size, image_size):
+    return tf.cast(image, tf.float32)
   return tf.image.resize(image, (image_size, image_size), method='bilinear')
 
 

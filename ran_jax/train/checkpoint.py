@@ -189,10 +189,12 @@ def _set_aside(manager: ocp.CheckpointManager, damaged: list[tuple[int, str]]) -
   return moved
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, dict] | None:
+def restore_latest(manager: ocp.CheckpointManager, target: Any, *,
+                   set_aside: bool = True) -> tuple[Any, dict] | None:
   """(state, input_state) of the newest good checkpoint, placed as `target`'s shardings say.
 
-  Damaged newer steps are moved aside with a warning. Returns None when there is no
+  Damaged newer steps are moved aside with a warning (only skipped, when `set_aside` is
+  False: readers that must not change the work directory). Returns None when there is no
   checkpoint; raises CheckpointError when every checkpoint is damaged (nothing is moved
   then) or when they were written for another model.
   """
@@ -204,7 +206,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, di
       logging.warning('Checkpoint of step %d is damaged: %s.', step, restored)
       damaged.append((step, restored))
       continue
-    if damaged:
+    if damaged and set_aside:
       for (bad, reason), where in zip(damaged, _set_aside(manager, damaged), strict=True):
         logging.warning('Moved the damaged checkpoint of step %d (%s) to %s; resuming from '
                         'step %d.', bad, reason, where, step)

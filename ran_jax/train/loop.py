@@ -16,12 +16,13 @@ from etils import epath
 
 from ran_jax.data.pipeline import hide_accelerators_from_tensorflow
 from ran_jax.models import model_costs
-from ran_jax.train import checkpoint, config_checks, experiment, optim, workdir_lock
+from ran_jax.train import attention_images, checkpoint, config_checks, experiment, optim, restore
+from ran_jax.train import workdir_lock
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.stop_signals import StopSignals
-from ran_jax.train.state import shardings_of, train_state_factory
+from ran_jax.train.state import shardings_of
 from ran_jax.train.steps import jit_steps
 
 EVAL_RESULTS = 'eval_results.json'
@@ -44,6 +45,7 @@ class Run:
   steps_per_epoch: float
   num_train_steps: int
   start_step: int
+  attention: attention_images.AttentionImages | None = None  # process 0, if asked for
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
@@ -51,31 +53,29 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   hide_accelerators_from_tensorflow()
   mesh = mesh_lib.make_mesh()
   pipeline = experiment.make_input(config)
-  model = experiment.build_model(config, pipeline.num_classes)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
-  total_steps = experiment.num_train_steps(config, steps_per_epoch)
-  schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-  tx = optim.make_optimizer(config, schedule)
-  init, target = train_state_factory(
-      model, tx, mesh, (config.image_size, config.image_size, pipeline.channels), config.seed)
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   cleanup.callback(checkpoint.close_manager, manager)
-  restored = checkpoint.restore_latest(manager, target)
-  if restored is None:
-    state, start_step = init(), 0
+  restored = restore.restore_train_state(
+      config, manager, mesh, num_classes=pipeline.num_classes, channels=pipeline.channels,
+      steps_per_epoch=steps_per_epoch)
+  model, schedule, target = restored.model, restored.schedule, restored.target
+  if restored.state is None:
+    state, start_step = restored.init(), 0
   else:
-    state, input_state = restored
+    state = restored.state
     start_step = int(jax.device_get(state.step))
-    _check_input_state(input_state, config)
+    _check_input_state(restored.input_state, config)
   train_step, eval_step = jit_steps(shardings_of(target), mesh_lib.data_sharding(mesh),
                                     mesh_lib.replicated(mesh), schedule, config.label_smoothing,
                                     input_fn=pipeline.device_input_fn())
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   cleanup.callback(writer.close)
+  attention = attention_images.make(config, model, pipeline, target)
   return Run(config, workdir, pipeline, model, mesh, state, train_step, eval_step, manager,
-             writer, stop, steps_per_epoch, total_steps, start_step)
+             writer, stop, steps_per_epoch, restored.num_train_steps, start_step, attention)
 
 
 def _input_state(config: ml_collections.ConfigDict, step: int) -> dict:
@@ -143,6 +143,14 @@ def write_eval_results(run: Run, step: int, values: dict[str, Any]) -> dict[str,
   return results
 
 
+def _report_evaluation(run: Run, step: int, values: dict[str, Any]) -> dict[str, Any]:
+  """Writes the eval results, then the attention mask images if asked for."""
+  results = write_eval_results(run, step, values)
+  if run.attention is not None:
+    run.attention.write(run.writer, step, run.state)
+  return results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
@@ -168,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if values is None:
         raise Preempted(f'Stopped by {stop.received} during evaluation; nothing was written. '
                         'Run the same command to evaluate again.')
-      return write_eval_results(run, run.start_step, values)
+      return _report_evaluation(run, run.start_step, values)
     return _train(run)
 
 
@@ -199,7 +207,7 @@ def _train(run: Run) -> dict[str, Any]:
       with hooks[0].timed('eval'):
         values = evaluate(run)
       if values is not None:
-        results = write_eval_results(run, step, values)
+        results = _report_evaluation(run, step, values)
       stopping = stopping or run.stop.requested(step)
       meter.pause()
     if save_now or stopping:
@@ -213,7 +221,7 @@ def _train(run: Run) -> dict[str, Any]:
     if values is None:
       raise Preempted(f'Stopped by {run.stop.received} during evaluation; nothing was '
                       'written. Run the same command to evaluate again.')
-    results = write_eval_results(run, step, values)
+    results = _report_evaluation(run, step, values)
   return results
 
 

@@ -1,0 +1,106 @@
+"""What the command-line tools share: the --config and --workdir flags, flag parsing that
+ends a bad command line with one clear line (exit 2), and the one-line error (exit 1).
+
+Used by `ran_jax.main`, `ran_jax.predict` and `ran_jax.visualize`; `--config` takes a config
+file, optionally as PATH:ARG, and `--config.FIELD=VALUE` overrides any field.
+"""
+
+import logging as std_logging
+import re
+import sys
+from typing import NoReturn
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (PATH or PATH:ARG).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory of the run: checkpoints, metrics, eval results.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class QuietCheckpointer(std_logging.Filter):
+  """Keeps Orbax's routine INFO lines out of the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
+
+
+def quiet_routine_logs() -> None:
+  """Keeps Orbax's routine INFO lines and JAX's platform search out of the log."""
+  logging.get_absl_handler().addFilter(QuietCheckpointer())
+  # JAX reports at INFO that it found no TPU; that is no news on a GPU or CPU host.
+  std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+
+
+def warnings_only() -> None:
+  """For tools whose output is their result: log warnings and errors only (unless
+  --verbosity is given)."""
+  quiet_routine_logs()
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def one_line(text: object) -> str:
+  """`text` with every run of whitespace (newlines included) made one space."""
+  return ' '.join(str(text).split())
+
+
+def fail(message: object, status: int = EXIT_ERROR) -> NoReturn:
+  """Prints `error: MESSAGE` as one line on stderr and exits with `status`."""
+  print(f'error: {one_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _config_file_error(message: str) -> str | None:
+  """The exception a config file raised ('ValueError: ...'), from the message of the flag
+  error that carries its traceback; None for other flag errors."""
+  if 'Error whilst parsing config file' not in message:
+    return None
+  lines = message.splitlines()
+  starts = [i for i, line in enumerate(lines) if re.match(r'[\w.]+(Error|Exception): ', line)]
+  return ' '.join(lines[starts[-1]:]) if starts else None
+
+
+def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> list[str]:
+  """Parses flags; a bad flag, config file or --config.FIELD ends with one clear line.
+
+  Args:
+    argv: the command line, program name first.
+    example: a complete command, shown when --config or --workdir is missing.
+    arguments: what the positional arguments are (e.g. 'IMAGE files'), or None when the tool
+      takes none.
+
+  Returns:
+    The program name followed by the positional arguments.
+  """
+  try:
+    argv = FLAGS(argv)
+    FLAGS.config.get('dataset')  # a config that failed to load raises here
+  except OSError as error:
+    fail(error, EXIT_USAGE)
+  except (ImportError, SyntaxError) as error:  # raised by the config file itself
+    fail(f'the --config file could not be loaded: {type(error).__name__}: {error}', EXIT_USAGE)
+  except flags.Error as error:
+    raised = _config_file_error(str(error))
+    if raised:  # get_config() raised: its error, without the traceback ml_collections adds
+      fail(f'the --config file could not be loaded: {raised}', EXIT_USAGE)
+    for name in ('config', 'workdir'):
+      if FLAGS[name].value is None and f'--{name} must have a value' in str(error):
+        fail(f'--{name} is required, e.g. {example}', EXIT_USAGE)
+    fail(f'{error} (see --helpfull)', EXIT_USAGE)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    reason = error
+    while isinstance(reason, BaseException) and reason.args:
+      reason = reason.args[0]
+    fail(f'bad --config: {reason}', EXIT_USAGE)
+  if arguments is None and len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}; config fields are set as --config.FIELD=VALUE',
+         EXIT_USAGE)
+  if arguments is not None and len(argv) < 2:
+    fail(f'give one or more {arguments}, e.g. {example}', EXIT_USAGE)
+  return argv

@@ -1,0 +1,127 @@
+"""A restored network on images: its class probabilities and the soft mask of each attention
+module, from image files or from the first examples of the eval split.
+
+Shared by `ran_jax.predict`, `ran_jax.visualize` and the training loop's mask images.
+"""
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ran_jax.attention_grid import PREDICTIONS_SHOWN, Row
+from ran_jax.data import images as images_lib
+from ran_jax.train.restore import InferenceModel
+
+REDUCTIONS = ('mean', 'max')
+TOP_K = 5
+
+# (probabilities (N, classes), {module name: mask (N, h, w)}) of (variables, batch).
+Forward = Callable[[Any, dict[str, Any]], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """Images ready for the network: `batch` as the devices take it, `pixels` (N, S, S, C) the
+  same images before normalisation (0-255) for display, `captions` one label per image."""
+  batch: dict[str, np.ndarray]
+  pixels: np.ndarray
+  captions: tuple[str, ...]
+
+
+def load_files(paths: Sequence[str], loaded: InferenceModel) -> Inputs:
+  """Reads and preprocesses image files for `loaded` (as its evaluation does).
+
+  Raises `ImageFileError` naming the first file that is missing, not an image, or smaller
+  than the network's minimum input side (checked before any resizing).
+  """
+  images = []
+  for path in paths:
+    pixels = images_lib.read_image(path, loaded.channels)
+    images_lib.check_min_side(pixels, path, loaded.model.min_input_size)
+    images.append(images_lib.eval_pixels(pixels, loaded.recipe, loaded.image_size))
+  batch = images_lib.eval_batch(images, loaded.pad)
+  return Inputs(batch, batch['image'], tuple(paths))
+
+
+def first_eval_examples(pipeline: Any, count: int, class_names: Sequence[str]) -> Inputs:
+  """The first `count` (or fewer, if the split is smaller) examples of this process's part of
+  the eval split, through the pipeline's own eval dataset."""
+  dataset, _ = pipeline.eval_dataset()
+  dataset = dataset.unbatch().filter(lambda example: example['mask']).take(count)
+  examples = list(tfds.as_numpy(dataset))
+  if not examples:
+    raise ValueError('The eval split has no examples.')
+  stacked = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+  batch = {key: value for key, value in stacked.items() if key in ('image', 'crop')}
+  captions = tuple(f'eval {i}: label {class_names[label]}'
+                   for i, label in enumerate(stacked['label']))
+  return Inputs(batch, stacked['image'].astype(np.float32), captions)
+
+
+def soft_masks(intermediates: Any) -> dict[str, jax.Array]:
+  """The sown soft masks by module name ('stage1/module1', ...); empty for attention='none'."""
+  flat = flax.traverse_util.flatten_dict(dict(intermediates))
+  return {'/'.join(path[:-1]): values[-1] for path, values in flat.items()
+          if path[-1] == 'soft_mask'}
+
+
+def reduce_channels(mask: jax.Array, reduce: str) -> jax.Array:
+  """(N, h, w, C) -> (N, h, w) float32: the mean or the max over channels."""
+  mask = mask.astype(jnp.float32)
+  if reduce == 'mean':
+    return jnp.mean(mask, axis=-1)
+  if reduce == 'max':
+    return jnp.max(mask, axis=-1)
+  raise ValueError(f'reduce={reduce!r} is not valid; choose one of {REDUCTIONS}.')
+
+
+def make_forward(model: nn.Module, normalizer: Callable, reduce: str = 'mean') -> Forward:
+  """A jitted (variables, batch) -> (probabilities, reduced masks) of `model` in eval mode."""
+  if reduce not in REDUCTIONS:
+    raise ValueError(f'reduce={reduce!r} is not valid; choose one of {REDUCTIONS}.')
+  model = model.clone(remat='none')  # the same parameters; no lifted transform to read through
+
+  def forward(variables, batch):
+    logits, state = model.apply(variables, normalizer(batch), train=False,
+                                mutable=['intermediates'])
+    masks = {name: reduce_channels(mask, reduce)
+             for name, mask in soft_masks(state.get('intermediates', {})).items()}
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1), masks
+
+  return jax.jit(forward)
+
+
+def _natural_key(name: str) -> list:
+  return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
+def in_network_order(masks: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+  """(name, mask) pairs in the network's order (stage1/module2 before stage1/module10)."""
+  return [(name, np.asarray(masks[name])) for name in sorted(masks, key=_natural_key)]
+
+
+def top_classes(probabilities: np.ndarray, class_names: Sequence[str],
+                k: int = TOP_K) -> list[tuple[int, str, float]]:
+  """The `k` most probable (class, name, probability) of one image, most probable first."""
+  order = np.argsort(-np.asarray(probabilities), kind='stable')[:k]
+  return [(int(i), class_names[i], float(probabilities[i])) for i in order]
+
+
+def grid_rows(inputs: Inputs, probabilities: Any, masks: dict[str, Any],
+              class_names: Sequence[str]) -> list[Row]:
+  """The rows of the attention grid (`ran_jax.attention_grid.render`) of a forward's output."""
+  probabilities = np.asarray(probabilities)
+  ordered = in_network_order(masks)
+  return [Row(pixels, caption,
+              [(name, p) for _, name, p in top_classes(probs, class_names, PREDICTIONS_SHOWN)],
+              [(name, mask[i]) for name, mask in ordered])
+          for i, (pixels, caption, probs) in enumerate(
+              zip(inputs.pixels, inputs.captions, probabilities, strict=True))]

@@ -1,0 +1,109 @@
+"""Shows where the attention modules of a trained network look: a PNG grid of soft masks.
+
+    python -m ran_jax.visualize --workdir=DIR --config=CONFIG.py --image=FILE [--image=FILE ...]
+    python -m ran_jax.visualize --workdir=DIR --config=CONFIG.py --num_examples=N
+
+Restores the latest checkpoint in DIR (trained with CONFIG), runs the network on the images
+and writes DIR/attention.png (or --out): one row per image. First the image, titled with its
+top classes and their probabilities; then, for each attention module, its soft mask as a heat
+map over the image, titled with the module (stage1/module1, ...) and the mask's value range.
+The mask's channels are reduced to one value per position by --reduce (mean or max) and the
+map is up-sampled bilinearly to the image. Each map is coloured from its own minimum (dark)
+to its own maximum (bright), so colours compare positions within a map, not across maps.
+
+--image takes any file Pillow reads, of any size and mode, preprocessed as the config's
+evaluation does (ImageNet: the centre crop and resize; CIFAR, digits: a resize to the
+network's input size if needed); --num_examples takes the first N examples of the eval split.
+
+Exit status: 0 when done; 1 on an error (one line on stderr says what to do: no checkpoint, an
+image that can't be read or is too small, ...); 2 on a bad command line.
+"""
+
+import os
+from typing import Any
+
+import ml_collections
+from absl import app, flags
+
+from ran_jax import cli
+from ran_jax.cli import EXIT_USAGE, FLAGS
+
+EXAMPLE = ('python3 -m ran_jax.visualize --config=configs/digits_attention56.py '
+           '--workdir=/tmp/ran_digits --num_examples=4')
+DEFAULT_OUT = 'attention.png'
+
+flags.DEFINE_multi_string('image', None, 'An image file to show (repeat for more rows).')
+flags.DEFINE_integer('num_examples', None, 'Show the first N examples of the eval split.',
+                     lower_bound=1)
+flags.DEFINE_string('out', None, f'The PNG file to write (default: WORKDIR/{DEFAULT_OUT}).')
+flags.DEFINE_enum('reduce', 'mean', ['mean', 'max'],
+                  "How a mask's channels become one value per position.")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; exactly one of --image and --num_examples must be given."""
+  argv = cli.parse_flags(argv, EXAMPLE)
+  if (FLAGS.image is None) == (FLAGS.num_examples is None):
+    cli.fail('give either --image=FILE (repeatable) or --num_examples=N, e.g. ' + EXAMPLE,
+             EXIT_USAGE)
+  return argv
+
+
+def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
+  """(InferenceModel, Inputs) of the images the flags name."""
+  from ran_jax import inference
+  from ran_jax.data import builders, synthetic
+  from ran_jax.data.datasets import get_spec
+  from ran_jax.train import experiment, restore
+  if FLAGS.image is not None:
+    loaded = restore.load_for_inference(config, workdir)
+    files = inference.load_files(FLAGS.image, loaded)
+    captions = tuple(os.path.basename(path) for path in files.captions)
+    return loaded, inference.Inputs(files.batch, files.pixels, captions)
+  if config.dataset == synthetic.NAME:
+    raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
+                     'with --image=FILE instead of --num_examples')
+  restore.check_has_checkpoint(workdir)  # before the dataset work
+  spec = get_spec(config.dataset)  # only digits is prepared here (in seconds, no download)
+  builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.tfds_name == 'digits')
+  pipeline = experiment.make_input(config)
+  loaded = restore.load_for_inference(config, workdir, pipeline=pipeline)
+  inputs = inference.first_eval_examples(pipeline, FLAGS.num_examples, loaded.class_names)
+  if len(inputs.captions) < FLAGS.num_examples:
+    raise ValueError(f'--num_examples={FLAGS.num_examples}, but the eval split of '
+                     f'{config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
+  return loaded, inputs
+
+
+def main(argv: list[str]) -> None:
+  del argv  # checked by parse_flags
+  cli.warnings_only()
+  from ran_jax import attention_grid, inference
+  from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
+  from ran_jax.train.errors import TrainingError
+  hide_accelerators_from_tensorflow()
+  config, workdir = FLAGS.config, FLAGS.workdir
+  out = FLAGS.out or os.path.join(workdir, DEFAULT_OUT)
+  try:
+    loaded, inputs = _inputs(config, workdir)
+    forward = inference.make_forward(loaded.model, loaded.normalizer, FLAGS.reduce)
+    probabilities, masks = forward(loaded.variables, inputs.batch)
+    rows = inference.grid_rows(inputs, probabilities, masks, loaded.class_names)
+    grid = attention_grid.render(rows, loaded.image_size)
+  except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,
+          TrainingError) as error:
+    cli.fail(error)
+  try:
+    attention_grid.save_png(grid, out)
+  except OSError as error:
+    cli.fail(f'could not write {out} ({error}); give a writable --out=FILE.png')
+  if not masks:
+    print('note: this network has no attention masks (e.g. model.attention=none); the grid '
+          'shows only the images and their top classes.', flush=True)
+  reduced = f', channels reduced by {FLAGS.reduce}' if masks else ''
+  print(f'Wrote {out}: {len(rows)} rows (the image, then {len(masks)} attention masks'
+        f'{reduced}), from the checkpoint of step {loaded.step}.', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)
