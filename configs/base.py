@@ -9,6 +9,8 @@ evaluate the latest checkpoint in --workdir and stop. The defaults are the paper
 recipe; `ran_jax.train.config_checks` checks every field before a run starts.
 """
 
+from collections.abc import Mapping
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -26,6 +28,18 @@ def set_schedule_from_iterations(config: ml_collections.ConfigDict, *, batch_siz
   """Sets `num_epochs` and `lr_decay_epochs` from a recipe given in iterations at a batch."""
   config.num_epochs = epochs(stop, batch_size, num_train_examples)
   config.lr_decay_epochs = tuple(epochs(i, batch_size, num_train_examples) for i in decays)
+
+
+def variant_parts(variant: str, variants: Mapping[str, str], config_file: str) -> list[str]:
+  """The comma-separated parts of `variant`, after checking it is one of `variants`.
+
+  A config with variants is selected as --config=configs/FILE.py:VARIANT; an unknown variant
+  raises a ValueError listing the valid ones.
+  """
+  if variant not in variants:
+    raise ValueError(f'unknown variant {variant!r} of {config_file}; choose one of '
+                     f'{", ".join(variants)} (as --config={config_file}:VARIANT)')
+  return variant.split(',')
 
 
 def get_config() -> ml_collections.ConfigDict:

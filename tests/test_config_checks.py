@@ -23,6 +23,10 @@ BAD = [
     ('batch_size', -256, '>= 1'),
     ('keep_checkpoints', 0, 'keep at least 1 checkpoint (--config.keep_checkpoints=3)'),
     ('seed', -1, '[0, 2**31)'),
+    ('label_noise_seed', -1, '[0, 2**31)'),
+    ('label_noise', 1.0, '[0, 1)'),
+    ('label_noise', -0.1, '[0, 1)'),
+    ('attention_images', -1, '>= 0'),
     ('learning_rate', 0.0, '> 0'),
     ('learning_rate', NAN, '> 0'),
     ('momentum', 1.0, '[0, 1)'),
@@ -52,6 +56,7 @@ BAD = [
     ('model.mask_poolings', (3, 0, 1), 'one integer >= 1 per stage'),
     ('model.attention', 'soft', 'arl, nal'),
     ('model.mask_activation', 'relu', 'sigmoid, channel, spatial'),
+    ('model.mask_structure', 'pyramid', 'encoder_decoder, local_conv'),
     ('model.remat', 'layer', 'none, unit, module'),
     ('model.remat_policy', 'dots', 'nothing, conv_outputs'),
     ('model.stage_widths', (64, 128), 'one entry per stage'),  # rejected by create_model

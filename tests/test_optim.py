@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base, cifar10_attention92, digits_attention56, imagenet_attention56
+from configs import base, cifar, digits_attention56, imagenet_attention56
 from ran_jax.train import experiment, optim
 
 IMAGENET_EPOCH = base.IMAGENET_TRAIN_EXAMPLES / 256  # steps per epoch at batch 256
@@ -26,7 +26,7 @@ def test_imagenet_config_is_the_papers_iterations_at_batch_256():
 
 
 def test_cifar_config_is_the_papers_iterations_at_batch_64():
-  config = cifar10_attention92.get_config()
+  config = cifar.get_config('attention92,cifar10')
   assert experiment.num_train_steps(config, 50_000 / 64) == 160_000
   np.testing.assert_allclose(
       rates(config, [0, 63_999, 64_000, 96_000], 160_000, 50_000 / 64),

@@ -17,13 +17,7 @@ import fake_datasets
 from conftest import tiny_model
 from training_jobs import QUICK_FIELDS
 
-from configs import (
-  cifar10_attention92,
-  cifar100_attention92,
-  digits_attention56,
-  fake_data_benchmark,
-  imagenet_attention92,
-)
+from configs import cifar, digits_attention56, fake_data_benchmark, imagenet_attention92
 from ran_jax.data import synthetic
 from ran_jax.data.pipeline import InputPipeline
 from ran_jax.train import checkpoint, config_checks, experiment, loop, optim
@@ -191,11 +185,11 @@ def small_real_datasets(tmp_path_factory):
           'cifar100': lambda: fake_datasets.cifar100(tmp_path_factory)}
 
 
-# imagenet_attention56 trains on the same data in test_imagenet_data.py, and
-# cifar100_attention92 is cifar10_attention92 on CIFAR-100 (test_cifar100_config_is_cifar10s).
+# imagenet_attention56 trains on the same data in test_imagenet_data.py, and the CIFAR-100
+# variants are the CIFAR-10 ones on CIFAR-100 (test_cifar100_variant_is_cifar10s).
 @pytest.mark.parametrize('config_module,sizes', [
     (imagenet_attention92, dict(image_size=32, eval_image_size=40, dtype='float32')),
-    (cifar10_attention92, {}),
+    (cifar, {}),  # attention92 on cifar10, its default variant
     (fake_data_benchmark, dict(image_size=32, eval_image_size=32)),
 ])
 def test_paper_configs_train_on_small_real_data(config_module, sizes, small_real_datasets,
@@ -212,14 +206,14 @@ def test_paper_configs_train_on_small_real_data(config_module, sizes, small_real
   assert results['dataset'] == config.dataset and np.isfinite(results['loss'])
 
 
-def test_cifar100_config_is_cifar10s(small_real_datasets):
-  cifar100, cifar10 = cifar100_attention92.get_config(), cifar10_attention92.get_config()
+def test_cifar100_variant_is_cifar10s(small_real_datasets):
+  cifar100, cifar10 = cifar.get_config('attention92,cifar100'), cifar.get_config()
   assert cifar100.dataset == 'cifar100'
   cifar100.dataset = 'cifar10'
   assert cifar100.to_dict() == cifar10.to_dict()
-  config_checks.validate(cifar100_attention92.get_config(), 'unused')
+  config_checks.validate(cifar.get_config('attention92,cifar100'), 'unused')
   pipeline = InputPipeline(experiment.input_config(shrink(
-      cifar100_attention92.get_config(), data_dir=small_real_datasets['cifar100'](),
+      cifar.get_config('attention92,cifar100'), data_dir=small_real_datasets['cifar100'](),
       batch_size=8, eval_batch_size=8)))
   assert pipeline.num_classes == 100 and pipeline.num_train_examples > 0
 

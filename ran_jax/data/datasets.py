@@ -12,6 +12,8 @@ class DatasetSpec:
     train_split / eval_split: TFDS split names.
     recipe: 'imagenet' (random-resized crop, centre-crop eval, mean/std) or 'small'
       (zero-pad and random crop, optional flip, per-pixel mean subtraction).
+    num_classes / channels: label classes and image channels (as the TFDS features say;
+      known here so that a model can be shaped without the data).
     pad: padding of the 'small' recipe's random crop.
     image_size: the side of every image of a 'small' dataset, used as it is (None: any size).
     flip: horizontal flips in training ('small' recipe).
@@ -22,6 +24,8 @@ class DatasetSpec:
   train_split: str
   eval_split: str
   recipe: str
+  num_classes: int
+  channels: int = 3
   pad: int = 0
   flip: bool = True
   image_size: int | None = None
@@ -31,14 +35,17 @@ class DatasetSpec:
 
 DATASETS = {
     'imagenet2012': DatasetSpec(
-        'imagenet2012', 'train', 'validation', 'imagenet',
+        'imagenet2012', 'train', 'validation', 'imagenet', num_classes=1000,
         manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
         manual_source='https://image-net.org/download-images (registration needed)'),
-    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', pad=4, image_size=32),
-    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', pad=4, image_size=32),
+    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', num_classes=10, pad=4,
+                           image_size=32),
+    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', num_classes=100, pad=4,
+                            image_size=32),
     # No augmentation: a shift of one pixel is an eighth of a centred 8x8 digit, and the
     # short demo recipe reaches its accuracy sooner without it.
-    'digits': DatasetSpec('digits', 'train', 'test', 'small', pad=0, flip=False, image_size=8),
+    'digits': DatasetSpec('digits', 'train', 'test', 'small', num_classes=10, channels=1, pad=0,
+                          flip=False, image_size=8),
 }
 
 

@@ -1,0 +1,144 @@
+"""The experiment configs in `configs/`: every row of the paper's tables they reproduce.
+
+    python -m ran_jax.configs --list             # config, variant, model, dataset, paper's result
+    python -m ran_jax.configs --list --params    # and each model's parameter count (slower)
+
+A config file either has one experiment (its `PAPER_RESULT`) or several, chosen with a
+variant argument: `--config=configs/cifar_arl_nal.py:attention92,nal` calls
+`get_config('attention92,nal')`; its `VARIANTS` maps each variant to the paper's result.
+"""
+
+import argparse
+import dataclasses
+import importlib
+import pathlib
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ran_jax.data import synthetic
+from ran_jax.data.datasets import DATASETS
+from ran_jax.models import count_params
+from ran_jax.train.config_checks import model_overrides
+
+PACKAGE = 'configs'
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """One runnable row: a config file with an optional variant."""
+  file: str
+  variant: str | None
+  config: ml_collections.ConfigDict
+  paper_result: str
+
+  @property
+  def flag(self) -> str:
+    """The --config flag that selects this experiment."""
+    return f'--config={self.file}' + (f':{self.variant}' if self.variant else '')
+
+
+def default_directory() -> pathlib.Path:
+  """`./configs` when run from a checkout, else the `configs/` beside the installed package."""
+  local = pathlib.Path.cwd() / PACKAGE
+  if (local / 'base.py').is_file():
+    return local
+  return pathlib.Path(__file__).resolve().parent.parent / PACKAGE
+
+
+def import_config_module(directory: pathlib.Path, stem: str) -> ModuleType:
+  """Imports `configs.<stem>` from `directory` (whose parent goes on sys.path)."""
+  root = str(directory.resolve().parent)
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  return importlib.import_module(f'{PACKAGE}.{stem}')
+
+
+def experiments(directory: pathlib.Path | None = None) -> Iterator[Experiment]:
+  """Every experiment of every config file in `directory`, in file order then table order."""
+  directory = directory or default_directory()
+  if not (directory / 'base.py').is_file():
+    raise FileNotFoundError(f'{directory} holds no experiment configs (no base.py); run from '
+                            'the repository root or pass --configs_dir.')
+  for path in sorted(directory.glob('*.py')):
+    if path.stem in ('__init__', 'base'):
+      continue
+    module = import_config_module(directory, path.stem)
+    if not hasattr(module, 'get_config'):
+      continue
+    file = f'{PACKAGE}/{path.name}'
+    variants = getattr(module, 'VARIANTS', None)
+    if variants is None:
+      yield Experiment(file, None, module.get_config(), getattr(module, 'PAPER_RESULT', '-'))
+      continue
+    for variant, result in variants.items():
+      yield Experiment(file, variant, module.get_config(variant), result)
+
+
+def describe_model(config: ml_collections.ConfigDict) -> str:
+  """The preset name and the architecture fields the config changes."""
+  changed = {key: value for key, value in model_overrides(config).items()
+             if (key, value) not in (('remat', 'none'), ('remat_policy', 'nothing'))}
+  return ' '.join([config.model.name, *(f'{key}={value}' for key, value in changed.items())])
+
+
+def describe_data(config: ml_collections.ConfigDict) -> str:
+  """The dataset, with its label noise if any."""
+  if config.get('label_noise', 0):
+    return f'{config.dataset}, {config.label_noise:.0%} label noise'
+  return config.dataset
+
+
+def param_count(config: ml_collections.ConfigDict) -> int:
+  """Parameters of the config's model for its dataset (traced, nothing computed)."""
+  from ran_jax.train.experiment import build_model  # imports TensorFlow: only when asked
+  spec = DATASETS.get(config.dataset)
+  classes, channels = (spec.num_classes, spec.channels) if spec else (synthetic.NUM_CLASSES, 3)
+  model = build_model(config, classes)
+  images = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, channels), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  return count_params(variables['params'])
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+  """Left-aligned columns separated by two spaces."""
+  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+  lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+           for row in [header, *rows]]
+  return '\n'.join(line.rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m ran_jax.configs', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--list', action='store_true', help='print the table (the default)')
+  parser.add_argument('--params', action='store_true',
+                      help='add each model\'s parameter count (traced with jax.eval_shape)')
+  parser.add_argument('--configs_dir', type=pathlib.Path, default=None,
+                      help='the configs directory (default: ./configs, or the checkout\'s)')
+  args = parser.parse_args(argv)
+  header = ['config', 'variant', 'model', 'dataset', 'paper\'s result']
+  if args.params:
+    header.insert(3, 'params')
+  rows = []
+  try:
+    for experiment in experiments(args.configs_dir):
+      config = experiment.config
+      row = [experiment.file, experiment.variant or '-', describe_model(config),
+             describe_data(config), experiment.paper_result]
+      if args.params:
+        row.insert(3, f'{param_count(config):,}')
+      rows.append(row)
+  except (FileNotFoundError, ImportError, ValueError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  print(format_table(rows, header))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
