@@ -64,8 +64,8 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
     raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
                      'with --image=FILE instead of --num_examples')
   restore.check_has_checkpoint(workdir)  # before the dataset work
-  spec = get_spec(config.dataset)  # only digits is prepared here (in seconds, no download)
-  builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.tfds_name == 'digits')
+  spec = get_spec(config.dataset)  # only an embedded dataset is prepared here (no download)
+  builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
   pipeline = experiment.make_input(config)
   loaded = restore.load_for_inference(config, workdir, pipeline=pipeline)
   inputs = inference.first_eval_examples(pipeline, FLAGS.num_examples, loaded.class_names)

@@ -284,3 +284,10 @@ def test_soft_mask_branch_rejects_an_unknown_structure():
   branch = attention_lib.SoftMaskBranch(16, unit, conv, norm, 1, structure='pyramid')
   with pytest.raises(ValueError, match="'pyramid'.*local_conv"):
     jax.eval_shape(lambda: branch.init(jax.random.key(0), jnp.zeros((1, 8, 8, 16)), (8, 8)))
+
+
+def test_has_soft_masks_follows_attention_and_modules():
+  assert create_model('attention56_cifar', num_classes=10).has_soft_masks
+  assert not create_model('resnet164_cifar', num_classes=10).has_soft_masks
+  assert not create_model('attention56_cifar', num_classes=10,
+                          modules_per_stage=(0, 0, 0)).has_soft_masks

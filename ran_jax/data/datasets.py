@@ -17,6 +17,7 @@ class DatasetSpec:
     pad: padding of the 'small' recipe's random crop.
     image_size: the side of every image of a 'small' dataset, used as it is (None: any size).
     flip: horizontal flips in training ('small' recipe).
+    embedded: the data ships with the code (no download), so any tool may prepare it.
     manual_files: files the user must download into the TFDS manual directory first.
     manual_source: where to get `manual_files`.
   """
@@ -29,6 +30,7 @@ class DatasetSpec:
   pad: int = 0
   flip: bool = True
   image_size: int | None = None
+  embedded: bool = False
   manual_files: tuple[str, ...] = ()
   manual_source: str = ''
 
@@ -45,7 +47,7 @@ DATASETS = {
     # No augmentation: a shift of one pixel is an eighth of a centred 8x8 digit, and the
     # short demo recipe reaches its accuracy sooner without it.
     'digits': DatasetSpec('digits', 'train', 'test', 'small', num_classes=10, channels=1, pad=0,
-                          flip=False, image_size=8),
+                          flip=False, image_size=8, embedded=True),
 }
 
 

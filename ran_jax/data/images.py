@@ -83,6 +83,6 @@ def eval_pixels(pixels: np.ndarray, recipe: str, image_size: int) -> np.ndarray:
 
 def eval_batch(images: Sequence[np.ndarray], pad: int) -> dict[str, np.ndarray]:
   """A batch of evaluation inputs as the devices take it (the crop of each is its centre)."""
-  crop = np.asarray([pad, pad, 0], np.int32)  # preprocess.centre_crop(pad)
+  crop = preprocess.centre_crop(pad).numpy()
   return {'image': np.stack(images).astype(np.float32),
           'crop': np.tile(crop, (len(images), 1))}

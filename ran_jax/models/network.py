@@ -116,6 +116,11 @@ class ResidualAttentionNetwork(nn.Module):
     _validate(self)
 
   @property
+  def has_soft_masks(self) -> bool:
+    """Whether the network has attention modules with a mask (and sows their soft masks)."""
+    return self.attention != 'none' and any(self.modules_per_stage)
+
+  @property
   def pooled_masks(self) -> bool:
     """Whether the soft mask branches pool (and so limit the smallest input size)."""
     return self.attention != 'none' and self.mask_structure == 'encoder_decoder'

@@ -21,10 +21,6 @@ from ran_jax.train.state import TrainState
 IMAGE_KEY = 'attention_masks'
 
 
-def _abstract(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-
-
 class AttentionImages:
   """Renders and writes the mask grid of fixed eval images (on process 0)."""
 
@@ -32,12 +28,6 @@ class AttentionImages:
     self.class_names = tuple(pipeline.builder.info.features['label'].names)
     self.inputs = inference.first_eval_examples(pipeline, count, self.class_names)
     self.forward = inference.make_forward(model, pipeline.device_input_fn())
-
-  def has_masks(self, target: TrainState) -> bool:
-    """Whether the network sows soft masks (traced only, nothing compiled)."""
-    variables = _abstract({'params': target.params, 'batch_stats': target.batch_stats})
-    _, masks = jax.eval_shape(self.forward, variables, self.inputs.batch)
-    return bool(masks)
 
   def render(self, state: TrainState) -> Any:
     """The grid of `state`'s network as (1, H, W, 3) uint8, from a copy of the state held on
@@ -52,16 +42,15 @@ class AttentionImages:
     writer.write_images(step, {IMAGE_KEY: self.render(state)})
 
 
-def make(config: ml_collections.ConfigDict, model: ResidualAttentionNetwork, pipeline: Any,
-         target: TrainState) -> AttentionImages | None:
+def make(config: ml_collections.ConfigDict, model: ResidualAttentionNetwork,
+         pipeline: Any) -> AttentionImages | None:
   """The writer of `config.attention_images` mask images, or None when there is nothing to
   write here: 0 images asked, synthetic data, a process other than 0, or a network without
   attention masks."""
   if (config.attention_images == 0 or config.dataset == synthetic.NAME or
       jax.process_index() > 0):
     return None
-  images = AttentionImages(model, pipeline, config.attention_images)
-  if not images.has_masks(target):
+  if not model.has_soft_masks:
     logging.info('The network has no attention masks; no mask images are written.')
     return None
-  return images
+  return AttentionImages(model, pipeline, config.attention_images)

@@ -73,7 +73,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
                                     input_fn=pipeline.device_input_fn())
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   cleanup.callback(writer.close)
-  attention = attention_images.make(config, model, pipeline, target)
+  attention = attention_images.make(config, model, pipeline)
   return Run(config, workdir, pipeline, model, mesh, state, train_step, eval_step, manager,
              writer, stop, steps_per_epoch, restored.num_train_steps, start_step, attention)
 

@@ -115,19 +115,18 @@ def _data_info(config: ml_collections.ConfigDict, pipeline: Any) -> _DataInfo:
                      normalize.imagenet_normalizer(),
                      synthetic.NUM_TRAIN_EXAMPLES / config.batch_size)
   spec = get_spec(config.dataset)
+  mean = None
   if spec.recipe == 'imagenet':  # the class names are in the code: no data needed
     builder = builders.make_builder(spec, config.data_dir)
-    normalizer = normalize.imagenet_normalizer()
   else:
-    try:  # digits can be prepared anywhere in seconds; the others are downloads
-      builder = builders.load_builder(spec, config.data_dir,
-                                      prepare_if_needed=spec.tfds_name == 'digits')
+    try:  # an embedded dataset is prepared in seconds; the others are downloads
+      builder = builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
     except builders.DatasetUnavailableError as error:
       raise builders.DatasetUnavailableError(
           f'the {config.dataset} network normalises its input with the mean image of the '
           f'training split, so the dataset must be prepared: {error}') from error
     mean = pipeline_lib.mean_image(builder, spec).numpy()
-    normalizer = normalize.InputNormalizer('small', mean, pad=spec.pad)
+  normalizer = pipeline_lib.input_normalizer(spec, mean)
   # The optimizer state's structure does not depend on the schedule's values; without the
   # split sizes (ImageNet not prepared here) any positive epoch length builds the same target.
   prepared = builders.is_prepared(builder)
