@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ran_jax.models import create_model
+from ran_jax.models import count_params, create_model
 from ran_jax.train.compiler_options import QUICK_COMPILE
 
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   shape = (args.batch, args.image_size, args.image_size, 3)
   model = nnx_model(args.model, args.num_classes, shape, seed=args.seed)
   optimizer = make_optimizer(model, args.learning_rate)
-  count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  count = count_params(nnx.state(model, nnx.Param))
   print(f'{args.model}: {count:,} parameters, images {shape}')
 
   image_key, label_key = jax.random.split(jax.random.key(args.seed + 1))
