@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --model attention56 --batch 8 --image-size 224
     python benchmarks/train_step.py --model attention56 --batch 256 --dtype bfloat16 \\
         --remat unit --remat-policy conv_outputs
+    python benchmarks/train_step.py --model attention56 --dtype bfloat16 --largest-batch
 
 Prints one JSON line: images/s and the median step time over `--repeats` synchronised steps
 (after `--warmup` steps), compile time, multiply-adds per image, XLA's FLOPs per step, the
@@ -12,6 +13,12 @@ XLA's temporary-buffer bytes per image of the compiled step (activations and wor
 drops rematerialisation, so on CPUs this does not move with --remat), the activation bytes
 per image that JAX keeps for the backward pass (what --remat reduces, on any backend), and
 the device's peak bytes in use where the backend reports them (GPUs, TPUs).
+
+With --largest-batch, the batch is the largest multiple of --batch-multiple per device whose
+compiled step fits the device's memory (its bytes_limit, or --capacity-gib), found from XLA's
+memory analysis (`ran_jax.train.memory_plan.search_largest_batch`: two compiles give memory
+as a line in the batch, then the batch where it meets the capacity and the next multiple are
+compiled); --batch is then the first batch tried.
 
 The step is the trainer's: uint8 images normalised on the device, SGD with Nesterov momentum.
 Imports only jax, flax, optax and the package's models and train steps, so it runs where
@@ -30,6 +37,7 @@ from cli_args import positive_int
 
 from ran_jax.models import activation_bytes_per_image, create_model, list_models, model_costs
 from ran_jax.models.network import REMAT, REMAT_POLICIES
+from ran_jax.train import memory_plan
 from ran_jax.train import mesh as mesh_lib
 
 # Dense (no sparsity) peak TFLOP/s per chip, from the vendors' data sheets, by compute dtype;
@@ -71,6 +79,13 @@ def parse_args() -> argparse.Namespace:
                       help='untimed steps after compiling')
   parser.add_argument('--repeats', type=positive_int, default=5,
                       help='timed steps (median reported)')
+  parser.add_argument('--largest-batch', action='store_true',
+                      help='use the largest per-device batch that fits (see above)')
+  parser.add_argument('--batch-multiple', type=positive_int, default=32,
+                      help='--largest-batch searches multiples of this per device')
+  parser.add_argument('--capacity-gib', type=float, default=None,
+                      help="memory per device for --largest-batch (default: the device's "
+                      'bytes_limit)')
   args = parser.parse_args()
   try:
     create_model(args.model, num_classes=1).check_input((1, args.image_size, args.image_size, 3))
@@ -79,28 +94,62 @@ def parse_args() -> argparse.Namespace:
   return args
 
 
+def _capacity(args: argparse.Namespace) -> int:
+  if args.capacity_gib:
+    return int(args.capacity_gib * 2**30)
+  device = jax.devices()[0]
+  limit = ((device.memory_stats() if hasattr(device, 'memory_stats') else None) or {}).get(
+      'bytes_limit')
+  if not limit:
+    raise SystemExit(f'error: {device.device_kind} reports no memory limit; give '
+                     '--capacity-gib for --largest-batch.')
+  return int(limit)
+
+
 def build(args: argparse.Namespace):
-  """The compiled step, its state and a device-resident batch of uint8 images."""
+  """The model, compiled step, its state, a device-resident batch of uint8 images, the
+  compile seconds and the batch (found when --largest-batch)."""
   mesh = mesh_lib.make_mesh()
-  if args.batch % mesh.devices.size:
+  devices = mesh.devices.size
+  if args.batch % devices:
     raise SystemExit(f'error: --batch={args.batch} must be a multiple of the number of devices '
-                     f'({mesh.devices.size}).')
+                     f'({devices}).')
   overrides = {'dtype': args.dtype}
   if args.remat != 'none':
     overrides.update(remat=args.remat, remat_policy=args.remat_policy)
   model = create_model(args.model, num_classes=args.num_classes, **overrides)
-  train_step, init, _ = build_train_step(model, mesh, args.image_size)
-  state = init()
+  train_step, init, target = build_train_step(model, mesh, args.image_size)
+  sharding = mesh_lib.data_sharding(mesh)
   shape = (args.image_size, args.image_size, 3)
+
+  def compile_at(per_device: int) -> memory_plan.CompiledStep:
+    batch = {'image': jax.ShapeDtypeStruct((per_device * devices, *shape), np.uint8,
+                                           sharding=sharding),
+             'label': jax.ShapeDtypeStruct((per_device * devices,), np.int32,
+                                           sharding=sharding)}
+    return memory_plan.compile_and_analyse(train_step, (target, batch), step='train',
+                                           remat=args.remat, per_device_batch=per_device,
+                                           num_devices=devices)
+
+  first = compile_at(args.batch // devices)
+  chosen = first
+  if args.largest_batch:
+    found = memory_plan.search_largest_batch(compile_at, _capacity(args), [first],
+                                             multiple=args.batch_multiple, max_compiles=3)
+    if found.largest is None:
+      raise SystemExit(f'error: not even {args.batch_multiple} images per device fit.')
+    chosen = next(c for c in (first, *found.compiles)
+                  if c.per_device_batch == found.largest)
+  if chosen.executable is None:
+    raise SystemExit(f'error: the step at batch {chosen.global_batch} does not fit: '
+                     f'{chosen.error}')
+  state = init()
   rng = np.random.default_rng(0)
   batch = mesh_lib.to_global({
-      'image': rng.integers(0, 256, (args.batch, *shape), dtype=np.uint8),
-      'label': rng.integers(0, args.num_classes, args.batch).astype(np.int32)},
-      mesh_lib.data_sharding(mesh))
-  start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  return model, compiled, state, batch, compile_s
+      'image': rng.integers(0, 256, (chosen.global_batch, *shape), dtype=np.uint8),
+      'label': rng.integers(0, args.num_classes, chosen.global_batch).astype(np.int32)},
+      sharding)
+  return model, chosen.executable, state, batch, chosen.compile_seconds, chosen.global_batch
 
 
 def time_steps(step, state, batch, warmup: int, repeats: int) -> list[float]:
@@ -119,7 +168,7 @@ def time_steps(step, state, batch, warmup: int, repeats: int) -> list[float]:
 
 def main() -> None:
   args = parse_args()
-  model, compiled, state, batch, compile_s = build(args)
+  model, compiled, state, batch, compile_s, args.batch = build(args)
   times = time_steps(compiled, state, batch, args.warmup, args.repeats)
   step_s = statistics.median(times)
 

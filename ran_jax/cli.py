@@ -1,8 +1,9 @@
 """What the command-line tools share: the --config and --workdir flags, flag parsing that
 ends a bad command line with one clear line (exit 2), and the one-line error (exit 1).
 
-Used by `ran_jax.main`, `ran_jax.predict` and `ran_jax.visualize`; `--config` takes a config
-file, optionally as PATH:ARG, and `--config.FIELD=VALUE` overrides any field.
+Used by `ran_jax.main`, `ran_jax.predict`, `ran_jax.visualize` and `ran_jax.plan`; `--config`
+takes a config file, optionally as PATH:ARG, and `--config.FIELD=VALUE` overrides any field.
+The tools that read or write a run also call `define_workdir_flag()`.
 """
 
 import logging as std_logging
@@ -19,8 +20,15 @@ EXIT_USAGE = 2
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (PATH or PATH:ARG).',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory of the run: checkpoints, metrics, eval results.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
+
+
+def define_workdir_flag() -> None:
+  """Defines the required --workdir flag (once per process, whichever tools import this)."""
+  if 'workdir' not in FLAGS:
+    flags.DEFINE_string('workdir', None,
+                        'Directory of the run: checkpoints, metrics, eval results.')
+    flags.mark_flags_as_required(['workdir'])
 
 
 class QuietCheckpointer(std_logging.Filter):
@@ -89,9 +97,9 @@ def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> 
     raised = _config_file_error(str(error))
     if raised:  # get_config() raised: its error, without the traceback ml_collections adds
       fail(f'the --config file could not be loaded: {raised}', EXIT_USAGE)
-    for name in ('config', 'workdir'):
-      if FLAGS[name].value is None and f'--{name} must have a value' in str(error):
-        fail(f'--{name} is required, e.g. {example}', EXIT_USAGE)
+    missing = re.search(r'--(\w+) must have a value', str(error))
+    if missing:  # a required flag (--config, --workdir, ...) was not given
+      fail(f'--{missing.group(1)} is required, e.g. {example}', EXIT_USAGE)
     fail(f'{error} (see --helpfull)', EXIT_USAGE)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     reason = error

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from ran_jax.attention_grid import PREDICTIONS_SHOWN, Row
 from ran_jax.data import images as images_lib
-from ran_jax.train.restore import InferenceModel
+from ran_jax.inference_model import InferenceModel
 
 REDUCTIONS = ('mean', 'max')
 TOP_K = 5

@@ -27,6 +27,7 @@ EXAMPLE = ('python3 -m ran_jax.main --config=configs/digits_attention56.py '
            '--workdir=/tmp/ran_digits')
 
 FLAGS = flags.FLAGS  # --config and --workdir are defined in ran_jax.cli
+cli.define_workdir_flag()
 flags.DEFINE_bool('distributed', False,
                   'Call jax.distributed.initialize() first (several hosts: TPU pods, SLURM).')
 flags.DEFINE_string('coordinator_address', None,
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> None:
     config_checks.validate(FLAGS.config, FLAGS.workdir)
   except ValueError as error:
     cli.fail(error)
-  from ran_jax.data.pipeline import DatasetUnavailableError
+  from ran_jax.data.datasets import DatasetUnavailableError
   from ran_jax.train.errors import EXIT_PREEMPTED, Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
   try:

@@ -21,6 +21,8 @@ from absl import app, flags
 from ran_jax import cli
 from ran_jax.cli import FLAGS
 
+cli.define_workdir_flag()
+
 EXAMPLE = ('python3 -m ran_jax.predict --config=configs/digits_attention56.py '
            '--workdir=/tmp/ran_digits IMAGE.png')
 
@@ -36,8 +38,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def predictions(paths: list[str]) -> list[dict]:
   """The top-5 classes of each image file, as printed by --json."""
   from ran_jax import inference
-  from ran_jax.train import restore
-  loaded = restore.load_for_inference(FLAGS.config, FLAGS.workdir)
+  from ran_jax.inference_model import load_for_inference
+  loaded = load_for_inference(FLAGS.config, FLAGS.workdir)
   inputs = inference.load_files(paths, loaded)
   forward = inference.make_forward(loaded.model, loaded.normalizer)
   probabilities, _ = forward(loaded.variables, inputs.batch)

@@ -28,6 +28,8 @@ from absl import app, flags
 from ran_jax import cli
 from ran_jax.cli import EXIT_USAGE, FLAGS
 
+cli.define_workdir_flag()
+
 EXAMPLE = ('python3 -m ran_jax.visualize --config=configs/digits_attention56.py '
            '--workdir=/tmp/ran_digits --num_examples=4')
 DEFAULT_OUT = 'attention.png'
@@ -54,20 +56,21 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
   from ran_jax import inference
   from ran_jax.data import builders, synthetic
   from ran_jax.data.datasets import get_spec
-  from ran_jax.train import experiment, restore
+  from ran_jax import inference_model
+  from ran_jax.train import experiment
   if FLAGS.image is not None:
-    loaded = restore.load_for_inference(config, workdir)
+    loaded = inference_model.load_for_inference(config, workdir)
     files = inference.load_files(FLAGS.image, loaded)
     captions = tuple(os.path.basename(path) for path in files.captions)
     return loaded, inference.Inputs(files.batch, files.pixels, captions)
   if config.dataset == synthetic.NAME:
     raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
                      'with --image=FILE instead of --num_examples')
-  restore.check_has_checkpoint(workdir)  # before the dataset work
+  inference_model.check_has_checkpoint(workdir)  # before the dataset work
   spec = get_spec(config.dataset)  # only an embedded dataset is prepared here (no download)
   builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
   pipeline = experiment.make_input(config)
-  loaded = restore.load_for_inference(config, workdir, pipeline=pipeline)
+  loaded = inference_model.load_for_inference(config, workdir, pipeline=pipeline)
   inputs = inference.first_eval_examples(pipeline, FLAGS.num_examples, loaded.class_names)
   if len(inputs.captions) < FLAGS.num_examples:
     raise ValueError(f'--num_examples={FLAGS.num_examples}, but the eval split of '

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tensorflow_datasets.core import file_adapters
 
 from ran_jax.data import digits as digits_builder
+from ran_jax.data.batch_shapes import batch_shapes
 from ran_jax.data.pipeline import DatasetUnavailableError, InputConfig, InputPipeline, as_numpy
 
 FILES, PER_FILE = fake_datasets.CIFAR10_FILES, fake_datasets.CIFAR10_PER_FILE
@@ -227,3 +228,22 @@ def test_missing_files_say_what_to_do(tmp_path):
 def test_batch_not_divisible_by_processes():
   with pytest.raises(ValueError, match='batch_size=5 must be divisible'):
     make('digits', batch=5, process_count=2)
+
+
+@pytest.mark.parametrize('dataset', ['imagenet2012', 'digits'])
+def test_batch_shapes_are_the_pipelines_batches(dataset, digits, imagenet_dir):
+  """What `ran_jax.plan` compiles for is what the pipelines send (no data read there)."""
+  if dataset == 'digits':
+    pipeline, size = digits[1], 8
+  else:
+    pipeline, size = make(dataset, batch=4, size=40, eval_size=48, data_dir=imagenet_dir), 40
+  eval_size = pipeline.config.eval_image_size
+  for train, spec in ((True, pipeline.train_dataset().element_spec),
+                      (False, pipeline.eval_dataset()[0].element_spec)):
+    batch = pipeline.config.global_batch_size if train else pipeline.config.eval_batch_size
+    shapes = batch_shapes(dataset, batch, size if train else eval_size, train=train)
+    assert sorted(shapes) == sorted(spec)
+    for name, tensor in spec.items():
+      assert shapes[name].dtype == tensor.dtype.as_numpy_dtype, name
+      assert shapes[name].shape[1:] == tuple(tensor.shape[1:]), name
+      assert tensor.shape[0] in (None, shapes[name].shape[0]), name

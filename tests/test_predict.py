@@ -17,7 +17,8 @@ from training_jobs import ROOT, job_env
 from ran_jax import predict
 from ran_jax.data import images, preprocess
 from ran_jax.data.pipeline import InputPipeline
-from ran_jax.train import experiment, restore
+from ran_jax import inference_model
+from ran_jax.train import experiment
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +37,7 @@ def eval_digit(run):
 
 @pytest.fixture(scope='module')
 def loaded(run):
-  return restore.load_for_inference(run.config, str(run.workdir))
+  return inference_model.load_for_inference(run.config, str(run.workdir))
 
 
 def test_loader_restores_the_checkpoints_variables(run, loaded):

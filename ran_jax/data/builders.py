@@ -5,11 +5,7 @@ from collections.abc import Callable
 import tensorflow_datasets as tfds
 from etils import epath
 
-from ran_jax.data.datasets import DatasetSpec
-
-
-class DatasetUnavailableError(RuntimeError):
-  """The dataset is neither prepared in data_dir nor preparable here."""
+from ran_jax.data.datasets import DatasetSpec, DatasetUnavailableError
 
 
 def make_builder(spec: DatasetSpec, data_dir: str | None) -> tfds.core.DatasetBuilder:

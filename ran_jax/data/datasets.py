@@ -3,6 +3,10 @@
 import dataclasses
 
 
+class DatasetUnavailableError(RuntimeError):
+  """The dataset is neither prepared in data_dir nor preparable here."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   """A TFDS dataset and its recipe.
@@ -14,6 +18,8 @@ class DatasetSpec:
       (zero-pad and random crop, optional flip, per-pixel mean subtraction).
     num_classes / channels: label classes and image channels (as the TFDS features say;
       known here so that a model can be shaped without the data).
+    num_train_examples: the size of the train split (as TFDS prepares it; known here so
+      that a schedule can be built without the data).
     pad: padding of the 'small' recipe's random crop.
     image_size: the side of every image of a 'small' dataset, used as it is (None: any size).
     flip: horizontal flips in training ('small' recipe).
@@ -26,6 +32,7 @@ class DatasetSpec:
   eval_split: str
   recipe: str
   num_classes: int
+  num_train_examples: int
   channels: int = 3
   pad: int = 0
   flip: bool = True
@@ -38,15 +45,19 @@ class DatasetSpec:
 DATASETS = {
     'imagenet2012': DatasetSpec(
         'imagenet2012', 'train', 'validation', 'imagenet', num_classes=1000,
+        num_train_examples=1_281_167,
         manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
         manual_source='https://image-net.org/download-images (registration needed)'),
-    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', num_classes=10, pad=4,
+    'cifar10': DatasetSpec('cifar10', 'train', 'test', 'small', num_classes=10,
+                           num_train_examples=50_000, pad=4,
                            image_size=32),
-    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', num_classes=100, pad=4,
+    'cifar100': DatasetSpec('cifar100', 'train', 'test', 'small', num_classes=100,
+                            num_train_examples=50_000, pad=4,
                             image_size=32),
     # No augmentation: a shift of one pixel is an eighth of a centred 8x8 digit, and the
     # short demo recipe reaches its accuracy sooner without it.
-    'digits': DatasetSpec('digits', 'train', 'test', 'small', num_classes=10, channels=1, pad=0,
+    'digits': DatasetSpec('digits', 'train', 'test', 'small', num_classes=10,
+                          num_train_examples=1_437, channels=1, pad=0,
                           flip=False, image_size=8, embedded=True),
 }
 

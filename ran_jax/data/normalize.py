@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ran_jax.data.datasets import DatasetSpec
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -77,3 +79,11 @@ def imagenet_normalizer() -> InputNormalizer:
   """The ImageNet mean/std normalisation."""
   return InputNormalizer('imagenet', np.asarray(IMAGENET_MEAN, np.float32),
                          np.asarray(IMAGENET_STD, np.float32))
+
+
+def for_dataset(spec: DatasetSpec, mean: np.ndarray | None) -> InputNormalizer:
+  """The device-side normalisation of `spec`'s batches; the 'small' recipe subtracts `mean`,
+  the train split's per-pixel mean image in [0, 1] (`pipeline.mean_image`)."""
+  if spec.recipe == 'imagenet':
+    return imagenet_normalizer()
+  return InputNormalizer('small', mean, pad=spec.pad)

@@ -86,14 +86,6 @@ def mean_image(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> tf.Tenso
   return tf.cast(total / count, tf.float32)
 
 
-def input_normalizer(spec: DatasetSpec, mean: np.ndarray | None) -> normalize.InputNormalizer:
-  """The device-side normalisation of `spec`'s batches; the 'small' recipe subtracts `mean`,
-  the train split's mean image (`mean_image`)."""
-  if spec.recipe == 'imagenet':
-    return normalize.imagenet_normalizer()
-  return normalize.InputNormalizer('small', mean, pad=spec.pad)
-
-
 class InputPipeline:
   """Builds the train and eval datasets of one process."""
 
@@ -139,7 +131,8 @@ class InputPipeline:
 
   def device_input_fn(self) -> normalize.InputNormalizer:
     """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
-    return input_normalizer(self.spec, None if self._mean is None else self._mean.numpy())
+    return normalize.for_dataset(self.spec,
+                                 None if self._mean is None else self._mean.numpy())
 
   # Training.
   def _train_example(self, position: tf.Tensor, example_id: tf.Tensor, record: tf.Tensor, *,

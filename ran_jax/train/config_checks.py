@@ -41,8 +41,13 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
           if key != 'name' and value is not None}
 
 
-def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Raises a one-line `ValueError` naming the first bad field of `config` (or `workdir`)."""
+def validate(config: ml_collections.ConfigDict, workdir: str | None, *,
+             device_count: int | None = None, process_count: int | None = None) -> None:
+  """Raises a one-line `ValueError` naming the first bad field of `config` (or `workdir`).
+
+  The batches must split over `device_count` devices and `process_count` processes (default:
+  this job's); `workdir` None skips its check (for tools that write no run).
+  """
   for old, new in REPLACED.items():
     if old in config:
       _fail(old, config[old], f'not a config field: the schedule is given in epochs; use {new} '
@@ -51,8 +56,10 @@ def validate(config: ml_collections.ConfigDict, workdir: str) -> None:
   _check_numbers(config)
   _check_schedule(config)
   _check_model(config)
-  _check_batch_split(config)
-  _check_workdir(workdir)
+  _check_batch_split(config, device_count or jax.device_count(),
+                     process_count or jax.process_count())
+  if workdir is not None:
+    _check_workdir(workdir)
 
 
 def _fail(field: str, value: Any, allowed: str, where: str = '') -> NoReturn:
@@ -173,10 +180,11 @@ def _int_tuple(overrides: dict[str, Any], field: str, minimum: int, example: str
     _fail(f'model.{field}', value, f'give one integer >= {minimum} per stage, e.g. {example}')
 
 
-def _check_batch_split(config: ml_collections.ConfigDict) -> None:
+def _check_batch_split(config: ml_collections.ConfigDict, device_count: int,
+                       process_count: int) -> None:
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
-    for count, what in ((jax.device_count(), 'devices'), (jax.process_count(), 'processes')):
+    for count, what in ((device_count, 'devices'), (process_count, 'processes')):
       if value % count:
         _fail(field, value, f'it must be divisible by the number of {what} ({count}), e.g. '
               f'--config.{field}={max(1, round(value / count)) * count}')

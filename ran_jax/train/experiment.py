@@ -1,13 +1,33 @@
-"""Turning an experiment config into a model and input settings, with clear errors."""
+"""Turning an experiment config into a model, its train state and steps, and its input.
+
+`build_training` and `jit_config_steps` are what every run compiles: the trainer
+(`ran_jax.train.loop`), the inference loader and the memory planner (`ran_jax.plan`) all
+build the model, optimizer, schedule, state and steps through them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import ml_collections
+import optax
+from jax.sharding import Mesh
 
 from ran_jax.data import synthetic
-from ran_jax.data.pipeline import InputConfig, InputPipeline
+from ran_jax.data.normalize import InputNormalizer
 from ran_jax.models import ResidualAttentionNetwork, create_model
+from ran_jax.train import mesh as mesh_lib
+from ran_jax.train import optim
 from ran_jax.train.config_checks import model_overrides
 from ran_jax.train.optim import epochs_to_steps
+from ran_jax.train.state import TrainState, shardings_of, train_state_factory
+from ran_jax.train.steps import jit_steps
+
+if TYPE_CHECKING:  # TensorFlow is imported only when a TFDS pipeline is built
+  from ran_jax.data.pipeline import InputConfig, InputPipeline
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> ResidualAttentionNetwork:
@@ -29,8 +49,49 @@ def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: float) -
   return max(1, epochs_to_steps(config.num_epochs, steps_per_epoch))
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a config trains, before any state exists.
+
+  Attributes:
+    model: the network; schedule: the learning-rate schedule; num_train_steps: the length.
+    init: a jitted initialiser of a fresh state, replicated on the mesh.
+    target: the abstract state (shapes, dtypes, shardings): the restore target of
+      checkpoints and the argument the steps are compiled for.
+  """
+  model: ResidualAttentionNetwork
+  schedule: optax.Schedule
+  num_train_steps: int
+  init: Callable[[], TrainState]
+  target: TrainState
+
+
+def build_training(config: ml_collections.ConfigDict, mesh: Mesh, *, num_classes: int,
+                   channels: int, steps_per_epoch: float) -> Training:
+  """The network, schedule, optimizer and state of `config`, replicated on `mesh`.
+
+  `steps_per_epoch` is the whole train split's size over the global batch size.
+  """
+  model = build_model(config, num_classes)
+  total_steps = num_train_steps(config, steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
+  tx = optim.make_optimizer(config, schedule)
+  init, target = train_state_factory(
+      model, tx, mesh, (config.image_size, config.image_size, channels), config.seed)
+  return Training(model, schedule, total_steps, init, target)
+
+
+def jit_config_steps(config: ml_collections.ConfigDict, training: Training, mesh: Mesh,
+                     input_fn: InputNormalizer) -> tuple[Callable, Callable]:
+  """The jitted train and eval steps of `config` on `mesh` (batch split over the devices)."""
+  return jit_steps(shardings_of(training.target), mesh_lib.data_sharding(mesh),
+                   mesh_lib.replicated(mesh), training.schedule, config.label_smoothing,
+                   input_fn=input_fn)
+
+
 def input_config(config: ml_collections.ConfigDict) -> InputConfig:
   """The input settings of this process (the fields are checked by `config_checks`)."""
+  from ran_jax.data.pipeline import InputConfig
   return InputConfig(
       dataset=config.dataset, global_batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, image_size=config.image_size,
@@ -45,4 +106,6 @@ def make_input(config: ml_collections.ConfigDict) -> InputPipeline | synthetic.S
   if config.dataset == synthetic.NAME:
     return synthetic.SyntheticInput(config.batch_size, config.eval_batch_size,
                                     config.image_size, config.eval_image_size, config.seed)
+  from ran_jax.data.pipeline import InputPipeline, hide_accelerators_from_tensorflow
+  hide_accelerators_from_tensorflow()
   return InputPipeline(input_config(config))

@@ -7,23 +7,23 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
-from clu import metric_writers, periodic_actions
 from etils import epath
 
-from ran_jax.data.pipeline import hide_accelerators_from_tensorflow
+from ran_jax.data import synthetic
 from ran_jax.models import model_costs
-from ran_jax.train import attention_images, checkpoint, config_checks, experiment, optim, restore
-from ran_jax.train import workdir_lock
+from ran_jax.train import checkpoint, config_checks, experiment, optim, restore, workdir_lock
+from ran_jax.train import writers
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.stop_signals import StopSignals
-from ran_jax.train.state import shardings_of
-from ran_jax.train.steps import jit_steps
+
+if TYPE_CHECKING:  # imported when used: it needs TensorFlow, which synthetic data does not
+  from ran_jax.train import attention_images
 
 EVAL_RESULTS = 'eval_results.json'
 
@@ -45,12 +45,11 @@ class Run:
   steps_per_epoch: float
   num_train_steps: int
   start_step: int
-  attention: attention_images.AttentionImages | None = None  # process 0, if asked for
+  attention: 'attention_images.AttentionImages | None' = None  # process 0, if asked for
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
            cleanup: contextlib.ExitStack) -> Run:
-  hide_accelerators_from_tensorflow()
   mesh = mesh_lib.make_mesh()
   pipeline = experiment.make_input(config)
   # Epochs count examples of the whole train split, so the schedule is the same per example
@@ -61,21 +60,24 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   restored = restore.restore_train_state(
       config, manager, mesh, num_classes=pipeline.num_classes, channels=pipeline.channels,
       steps_per_epoch=steps_per_epoch)
-  model, schedule, target = restored.model, restored.schedule, restored.target
+  training = restored.training
   if restored.state is None:
-    state, start_step = restored.init(), 0
+    state, start_step = training.init(), 0
   else:
     state = restored.state
     start_step = int(jax.device_get(state.step))
     _check_input_state(restored.input_state, config)
-  train_step, eval_step = jit_steps(shardings_of(target), mesh_lib.data_sharding(mesh),
-                                    mesh_lib.replicated(mesh), schedule, config.label_smoothing,
-                                    input_fn=pipeline.device_input_fn())
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  train_step, eval_step = experiment.jit_config_steps(config, training, mesh,
+                                                      pipeline.device_input_fn())
+  writer = writers.create_writer(workdir, just_logging=jax.process_index() > 0)
   cleanup.callback(writer.close)
-  attention = attention_images.make(config, model, pipeline)
-  return Run(config, workdir, pipeline, model, mesh, state, train_step, eval_step, manager,
-             writer, stop, steps_per_epoch, restored.num_train_steps, start_step, attention)
+  attention = None
+  if config.dataset != synthetic.NAME:  # imports TensorFlow, as the TFDS input does anyway
+    from ran_jax.train import attention_images
+    attention = attention_images.make(config, training.model, pipeline)
+  return Run(config, workdir, pipeline, training.model, mesh, state, train_step, eval_step,
+             manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
+             attention)
 
 
 def _input_state(config: ml_collections.ConfigDict, step: int) -> dict:
@@ -226,12 +228,9 @@ def _train(run: Run) -> dict[str, Any]:
 
 
 def _hooks(run: Run) -> list:
-  hooks = [periodic_actions.ReportProgress(
-      num_train_steps=run.num_train_steps, writer=run.writer,
-      every_steps=run.config.log_every_steps, every_secs=None)]
-  if run.config.profile and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(logdir=run.workdir, num_profile_steps=5))
-  return hooks
+  profile = run.workdir if run.config.profile and jax.process_index() == 0 else None
+  return writers.progress_hooks(run.num_train_steps, run.writer, run.config.log_every_steps,
+                                profile_dir=profile)
 
 
 class _Throughput:

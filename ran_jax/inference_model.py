@@ -1,0 +1,134 @@
+"""The network of a trained run, loaded for inference: the one loader of `ran_jax.predict`,
+`ran_jax.visualize` and the training loop's mask images.
+
+`load_for_inference` restores the latest checkpoint through the loader training resumes with
+(`ran_jax.train.restore.restore_train_state`), and adds what inference needs: the input
+normalisation, the class names, the channel count and the eval image size.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+
+from ran_jax.data import builders, normalize, synthetic
+from ran_jax.data import pipeline as pipeline_lib
+from ran_jax.data.datasets import get_spec
+from ran_jax.models import ResidualAttentionNetwork
+from ran_jax.train import checkpoint, restore
+from ran_jax.train import mesh as mesh_lib
+
+
+class MissingCheckpointError(FileNotFoundError):
+  """The work directory holds no checkpoint to restore."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceModel:
+  """A trained network and what its input needs.
+
+  Attributes:
+    model: the network; variables: its 'params' and 'batch_stats'; step: the checkpoint's.
+    normalizer: turns a batch of pixels (0-255, with 'crop' for the 'small' recipe) into
+      the network's input, as in evaluation.
+    class_names: one name per class (from the dataset info).
+    channels: image channels (1 for digits, 3 otherwise).
+    image_size: the side of the network's evaluation input.
+    recipe: 'imagenet' (centre crop and resize) or 'small' (images used at their own size).
+    pad: the 'small' recipe's crop padding (the 'crop' of an evaluation image is its centre).
+  """
+  model: ResidualAttentionNetwork
+  variables: dict[str, Any]
+  step: int
+  normalizer: normalize.InputNormalizer
+  class_names: tuple[str, ...]
+  channels: int
+  image_size: int
+  recipe: str
+  pad: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataInfo:
+  class_names: tuple[str, ...]
+  channels: int
+  recipe: str
+  pad: int
+  normalizer: normalize.InputNormalizer
+  steps_per_epoch: float
+
+
+def _data_info(config: ml_collections.ConfigDict, pipeline: Any) -> _DataInfo:
+  """What inference needs from the dataset; the 'small' recipe needs its mean image."""
+  if pipeline is not None:
+    names = pipeline.builder.info.features['label'].names
+    return _DataInfo(tuple(names), pipeline.channels, pipeline.spec.recipe, pipeline.spec.pad,
+                     pipeline.device_input_fn(),
+                     pipeline.num_train_examples / config.batch_size)
+  if config.dataset == synthetic.NAME:
+    return _DataInfo(tuple(str(i) for i in range(synthetic.NUM_CLASSES)),
+                     synthetic.SyntheticInput.channels, 'imagenet', 0,
+                     normalize.imagenet_normalizer(),
+                     synthetic.NUM_TRAIN_EXAMPLES / config.batch_size)
+  spec = get_spec(config.dataset)
+  mean = None
+  if spec.recipe == 'imagenet':  # the class names are in the code: no data needed
+    builder = builders.make_builder(spec, config.data_dir)
+  else:
+    try:  # an embedded dataset is prepared in seconds; the others are downloads
+      builder = builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
+    except builders.DatasetUnavailableError as error:
+      raise builders.DatasetUnavailableError(
+          f'the {config.dataset} network normalises its input with the mean image of the '
+          f'training split, so the dataset must be prepared: {error}') from error
+    mean = pipeline_lib.mean_image(builder, spec).numpy()
+  normalizer = normalize.for_dataset(spec, mean)
+  # The optimizer state's structure does not depend on the schedule's values; without the
+  # split sizes (ImageNet not prepared here) any positive epoch length builds the same target.
+  prepared = builders.is_prepared(builder)
+  examples = pipeline_lib.count_examples(builder, spec.train_split) if prepared else 1
+  return _DataInfo(tuple(builder.info.features['label'].names),
+                   builder.info.features['image'].shape[-1], spec.recipe, spec.pad, normalizer,
+                   examples / config.batch_size)
+
+
+def check_has_checkpoint(workdir: str) -> None:
+  """Raises MissingCheckpointError when `workdir` holds no checkpoint (nothing is read)."""
+  if not checkpoint.has_steps(workdir):
+    raise _missing(workdir)
+
+
+def _missing(workdir: str) -> MissingCheckpointError:
+  return MissingCheckpointError(
+      f'no checkpoint in {workdir}/checkpoints; give the --workdir of a training run (with '
+      'the --config it was trained with), or train one first with python3 -m ran_jax.main')
+
+
+def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
+                       pipeline: Any = None) -> InferenceModel:
+  """The network of the latest checkpoint in `workdir`, on this host's first device.
+
+  `pipeline`: the run's `InputPipeline` when one is built anyway (its normalisation and
+  dataset info are used). Raises MissingCheckpointError when `workdir` holds no checkpoint,
+  `DatasetUnavailableError` when the 'small' recipe's dataset is not prepared, and
+  `CheckpointError` when the checkpoint is of another model or damaged.
+  """
+  check_has_checkpoint(workdir)  # before any data or model work
+  info = _data_info(config, pipeline)
+  mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
+  manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
+  try:
+    restored = restore.restore_train_state(config, manager, mesh, num_classes=len(info.class_names),
+                                   channels=info.channels, steps_per_epoch=info.steps_per_epoch,
+                                   set_aside=False)  # a reader leaves the run's files as they are
+  finally:
+    checkpoint.close_manager(manager)
+  if restored.state is None:
+    raise _missing(workdir)
+  state = restored.state
+  return InferenceModel(
+      model=restored.model, variables={'params': state.params, 'batch_stats': state.batch_stats},
+      step=int(jax.device_get(state.step)), normalizer=info.normalizer,
+      class_names=info.class_names, channels=info.channels, image_size=config.eval_image_size,
+      recipe=info.recipe, pad=info.pad)

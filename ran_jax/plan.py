@@ -1,0 +1,275 @@
+"""Whether a config's training fits a TPU slice (or this host's devices), before paying for one.
+
+    python -m ran_jax.plan --config=configs/imagenet_attention56.py --topology=v5p-8
+    python -m ran_jax.plan --config=configs/imagenet_attention92.py --topology=v4-8 --search
+    python -m ran_jax.plan --config=CONFIG --topology=local            # the devices here
+
+Compiles the trainer's own train and eval steps (model, optimizer, schedule, on-device
+normalisation, shardings and compiler options as `ran_jax.main` builds them) ahead of time for
+the devices of an accelerator type (`v4-8`, `v5litepod-16`, `v5p-128`, `v6e-8`, ...; TPU
+types need libtpu: `pip install -e ".[tpu]"`), at the config's global batch, and prints per
+device: the bytes of the arguments, outputs, aliased (donated) buffers, temporaries and code,
+their total against the device's HBM, whether it fits, XLA's FLOPs next to the model's
+multiply-adds, and the compile time. When the train step does not fit (or with --search), it
+finds the largest per-device batch that does (two compiles give memory as a line in the
+batch, a third confirms the batch where it meets the capacity, a fourth that the next one
+does not fit) and tries `model.remat` settings at the asked batch. Nothing is run.
+
+Exit status: 0 when the train step fits at the asked batch, 3 when it does not, 1 on an error,
+2 on a bad command line.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from absl import app, flags
+
+from ran_jax import cli
+from ran_jax.cli import EXIT_USAGE, FLAGS
+
+EXIT_DOES_NOT_FIT = 3
+EXAMPLE = ('python3 -m ran_jax.plan --config=configs/imagenet_attention56.py '
+           '--topology=v5p-8')
+TPU_INSTALL = 'python3 -m pip install -e ".[tpu]"'
+REMAT_TRIES = ('unit', 'module')
+
+flags.DEFINE_string('topology', None, 'An accelerator type as gcloud names it (v4-8, '
+                    'v5litepod-16, v5p-128, v6e-8, ...), or "local" for the devices here.')
+flags.DEFINE_bool('json', False, 'Print one JSON object instead of the report.')
+flags.DEFINE_bool('search', False, 'Find the largest per-device batch that fits even when the '
+                  'asked one fits.')
+flags.DEFINE_bool('eval', True, 'Also compile the eval step at eval_batch_size.')
+flags.DEFINE_bool('try_remat', True, 'When the train step does not fit, try each model.remat '
+                  'setting at the asked batch.')
+flags.DEFINE_integer('batch_multiple', 8, 'Per-device batches searched are multiples of this.',
+                     lower_bound=1)
+flags.DEFINE_integer('max_compiles', 4, 'Compiles the batch search may add.', lower_bound=1)
+flags.DEFINE_float('capacity_gib', None, 'Memory per device to plan against, in GiB '
+                   '(default: the TPU generation\'s HBM, or what a local device reports).',
+                   lower_bound=0.001)
+flags.mark_flags_as_required(['topology'])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  return cli.parse_flags(argv, EXAMPLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """The devices to compile for and what each can hold."""
+  name: str
+  description: str
+  devices: list
+  processes: int
+  capacity: int | None
+  capacity_source: str
+
+
+def _quiet_libtpu(accelerator_name: str) -> None:
+  """Environment that keeps libtpu from looking for TPU hardware and metadata servers, and
+  lets several compiling processes load it (a compile needs no TPU to itself)."""
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+  os.environ.setdefault('TPU_ACCELERATOR_TYPE', accelerator_name)
+  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+  os.environ.setdefault('TPU_WORKER_ID', '0')
+
+
+def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
+  """Compile-only devices of accelerator type `name` (libtpu compiles for them here)."""
+  from ran_jax.train import accelerators
+  accelerator = accelerators.parse(name)  # a ValueError lists the known types
+  if importlib.util.find_spec('libtpu') is None:
+    raise RuntimeError(f'compiling for {name} needs libtpu, which is not installed; install '
+                       f'it with: {TPU_INSTALL} (from the repository root)')
+  _quiet_libtpu(accelerator.name)
+  from jax.experimental import topologies
+  devices = topologies.get_topology_desc(
+      accelerator.topology_name, 'tpu', chip_config_name=accelerator.chip_config_name,
+      chips_per_host_bounds=accelerator.chips_per_host_bounds, num_slices=1).devices
+  processes = len({device.process_index for device in devices})
+  if (len(devices), processes) != (accelerator.devices, accelerator.hosts):
+    raise RuntimeError(f'libtpu describes {accelerator.topology_name} with {len(devices)} '
+                       f'devices on {processes} hosts where {accelerator.devices} on '
+                       f'{accelerator.hosts} were expected')
+  capacity, source = accelerator.hbm_bytes_per_device, (
+      f'{accelerator.generation.hbm_gib:g} GiB per device ({accelerator.generation.prefix}, '
+      'Cloud TPU documentation)')
+  if capacity_gib is not None:
+    capacity, source = int(capacity_gib * 2**30), 'given with --capacity_gib'
+  return Target(name, accelerator.describe(), list(devices), accelerator.hosts, capacity, source)
+
+
+def local_target(capacity_gib: float | None = None) -> Target:
+  """This host's devices; their memory as they report it (GPUs, TPUs) or --capacity_gib."""
+  import jax
+  devices = jax.devices()
+  stats = getattr(devices[0], 'memory_stats', lambda: None)()
+  limit = (stats or {}).get('bytes_limit')
+  if capacity_gib is not None:
+    capacity, source = int(capacity_gib * 2**30), 'given with --capacity_gib'
+  elif limit:
+    capacity, source = int(limit), "the device's own bytes_limit"
+  else:
+    capacity, source = None, 'unknown (give --capacity_gib)'
+  description = (f'local: {len(devices)} {devices[0].device_kind} devices, '
+                 f'{jax.process_count()} process(es)')
+  return Target('local', description, devices, jax.process_count(), capacity, source)
+
+
+def _gib(value: int | None) -> str:
+  return 'unknown' if value is None else f'{value / 2**30:.2f} GiB'
+
+
+def _compiled_record(compiled: Any, capacity: int | None, macs_per_image: int) -> dict:
+  """A compile as JSON: memory per device, fit, FLOPs against the model's."""
+  record = {'step': compiled.step, 'remat': compiled.remat,
+            'per_device_batch': compiled.per_device_batch,
+            'global_batch': compiled.global_batch,
+            'fits': compiled.fits(capacity), 'total_bytes': compiled.total_bytes,
+            'compiler_limit_bytes': compiled.limit_bytes,
+            'compile_seconds': round(compiled.compile_seconds, 1), 'error': compiled.error}
+  if compiled.memory is not None:
+    record['memory'] = {**dataclasses.asdict(compiled.memory), 'total': compiled.memory.total}
+  # Forward: 2 FLOPs per multiply-add; a train step adds the backward pass, twice that.
+  per_image_model = (6 if compiled.step == 'train' else 2) * macs_per_image
+  record['model_flops_per_image'] = per_image_model
+  if compiled.flops:
+    record['xla_flops_per_step'] = compiled.flops
+    record['xla_flops_per_image'] = compiled.flops / compiled.global_batch
+    record['xla_over_model_flops'] = round(compiled.flops / compiled.global_batch /
+                                           per_image_model, 4)
+  if compiled.estimated_seconds:
+    record['xla_estimated_step_seconds'] = compiled.estimated_seconds
+  return record
+
+
+def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: bool = True,
+              try_remat: bool = True, multiple: int = 8, max_compiles: int = 4,
+              report: Callable[[str], None] | None = None, builder: Any = None) -> dict:
+  """Compiles `config`'s steps for `target` and returns the plan as a JSON-ready dict.
+
+  `report(line)` is called with a line of progress before each compile; `builder` compiles
+  the steps (default: `memory_plan.StepBuilder(config, target.devices)`).
+  """
+  from ran_jax.train import config_checks
+  from ran_jax.train.memory_plan import StepBuilder, search_largest_batch
+  report = report or (lambda line: None)
+  devices = len(target.devices)
+  config_checks.validate(config, None, device_count=devices, process_count=target.processes)
+  builder = builder or StepBuilder(config, target.devices)
+  capacity = target.capacity
+  macs = {step: builder.model_macs_per_image(step) for step in ('train', 'eval')}
+  plan = {'config_model': config.model.name, 'topology': target.name,
+          'description': target.description, 'devices': devices,
+          'capacity_bytes_per_device': capacity, 'capacity_source': target.capacity_source,
+          'dtype': config.dtype, 'image_size': config.image_size,
+          'eval_image_size': config.eval_image_size, 'compiles': []}
+
+  def compile_at(step: str, per_device: int, remat: str | None = None):
+    report(f'compiling the {step} step at {per_device} images per device'
+           f'{f" with remat={remat}" if remat else ""} ...')
+    compiled = builder.compile(step=step, per_device_batch=per_device, remat=remat)
+    plan['compiles'].append(_compiled_record(compiled, capacity, macs[step]))
+    return compiled
+
+  asked = config.batch_size // devices
+  train = compile_at('train', asked)
+  plan['train'] = plan['compiles'][-1]
+  plan['fits'] = train.fits(capacity)
+  if with_eval:
+    compile_at('eval', config.eval_batch_size // devices)
+    plan['eval'] = plan['compiles'][-1]
+  if capacity is not None and (search or not plan['fits']):
+    found = search_largest_batch(lambda b: compile_at('train', b), capacity, [train],
+                                 multiple=multiple, max_compiles=max_compiles)
+    plan['largest_per_device_batch'] = found.largest
+    plan['largest_confirmed'] = found.confirmed_above
+  if try_remat and not plan['fits'] and capacity is not None:
+    plan['remat_that_fits'] = None
+    for remat in REMAT_TRIES:
+      if remat == config.model.remat:
+        continue
+      if compile_at('train', asked, remat).fits(capacity):
+        plan['remat_that_fits'] = remat
+        break
+  return plan
+
+
+def format_plan(plan: dict) -> str:
+  """The plan as lines for people."""
+  capacity = plan['capacity_bytes_per_device']
+  lines = [plan['description'],
+           f'capacity per device: {_gib(capacity)} ({plan["capacity_source"]})']
+  for record in plan['compiles']:
+    head = (f'{record["step"]} step, batch {record["global_batch"]} '
+            f'({record["per_device_batch"]} per device), remat {record["remat"]}: ')
+    if 'memory' not in record:
+      used = record['total_bytes']
+      lines.append(head + f'does not fit: the compiler refused it for memory'
+                   f'{f" (needs {_gib(used)})" if used else ""} after '
+                   f'{record["compile_seconds"]:.0f} s')
+      continue
+    m = record['memory']
+    share = f' ({100 * m["total"] / capacity:.1f}%)' if capacity else ''
+    verdict = 'fits' if record['fits'] else 'does not fit'
+    lines.append(head + f'compiled in {record["compile_seconds"]:.0f} s; {verdict}')
+    lines.append(f'  per device: arguments {_gib(m["arguments"])}, outputs {_gib(m["outputs"])}, '
+                 f'aliased {_gib(m["aliased"])}, temporaries {_gib(m["temporaries"])}, code '
+                 f'{_gib(m["code"])}: total {_gib(m["total"])} of {_gib(capacity)}{share}')
+    if 'xla_flops_per_step' in record:
+      lines.append(f'  XLA FLOPs: {record["xla_flops_per_step"] / 1e12:.3f} T per step, '
+                   f'{record["xla_flops_per_image"] / 1e9:.2f} G per image; the model: '
+                   f'{record["model_flops_per_image"] / 1e9:.2f} G per image '
+                   f'({"6" if record["step"] == "train" else "2"} x multiply-adds; XLA/model '
+                   f'{record["xla_over_model_flops"]:.3f})')
+    if 'xla_estimated_step_seconds' in record:
+      lines.append(f'  XLA\'s own estimate (not a measurement): '
+                   f'{record["xla_estimated_step_seconds"] * 1e3:.1f} ms per step')
+  lines.append(f'train step at batch {plan["train"]["global_batch"]}: '
+               f'{"fits" if plan["fits"] else "does not fit"}')
+  if 'largest_per_device_batch' in plan:
+    largest = plan['largest_per_device_batch']
+    lines.append('largest per-device batch that fits: ' + (
+        'none (not even the smallest searched)' if largest is None else
+        f'{largest} (global {largest * plan["devices"]}; ' +
+        ('the next multiple does not fit)' if plan['largest_confirmed'] else
+         'larger ones not all compiled)')))
+  if 'remat_that_fits' in plan:
+    remat = plan['remat_that_fits']
+    lines.append(f'--config.model.remat={remat} makes the asked batch fit' if remat else
+                 f'no remat setting ({", ".join(REMAT_TRIES)}) makes the asked batch fit')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> None:
+  del argv  # checked by parse_flags
+  cli.warnings_only()
+  try:
+    target = (local_target(FLAGS.capacity_gib) if FLAGS.topology == 'local' else
+              tpu_target(FLAGS.topology, FLAGS.capacity_gib))
+  except ValueError as error:
+    cli.fail(error, EXIT_USAGE)
+  except RuntimeError as error:
+    cli.fail(error)
+
+  def report(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+  try:
+    plan = make_plan(FLAGS.config, target, search=FLAGS.search, with_eval=FLAGS.eval,
+                     try_remat=FLAGS.try_remat, multiple=FLAGS.batch_multiple,
+                     max_compiles=FLAGS.max_compiles, report=report)
+  except ValueError as error:
+    cli.fail(error)
+  print(json.dumps(plan) if FLAGS.json else format_plan(plan), flush=True)
+  sys.exit(0 if plan['fits'] else EXIT_DOES_NOT_FIT)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)
