@@ -10,8 +10,7 @@ interrupted run continues where it stopped. Rows, in this order:
     and eval steps);
   * Attention-92 on a pod slice (--pod, v5p-128 by default), train step only;
   * the largest per-chip batch of Attention-56 and Attention-92 (224, bfloat16) on each of
-    the four types, without remat (their rows above search too) and with
-    `model.remat=module`.
+    the four types, without remat and with `model.remat=module`.
 Needs libtpu (`pip install -e ".[tpu]"`). A TPU compile of a full model takes minutes on a
 small CPU host: about 5 minutes for Attention-56 on 2 cores.
 """
@@ -33,24 +32,18 @@ REMATS = ('none', 'module')
 def rows(pod: str, done: dict[str, dict]) -> list[dict]:
   """Every plan of the table still to make, as {key, args}; `done` maps keys to plans.
 
-  The rows of the searched configs search the largest batch too (unless `done` has the row
-  without a search: then a separate search row does it).
+  The table rows come first, then the pod row, then the searches.
   """
   out = []
   for t in TYPES:
     for c in CONFIGS:
-      search = ['--search'] if c in SEARCHED else []
-      out.append({'key': f'{c} {t}', 'args': [f'--config=configs/{c}.py', f'--topology={t}',
-                                               *search]})
+      out.append({'key': f'{c} {t}', 'args': [f'--config=configs/{c}.py', f'--topology={t}']})
   out.append({'key': f'imagenet_attention92 {pod}',
               'args': ['--config=configs/imagenet_attention92.py', f'--topology={pod}',
                        '--eval=false']})
   for t in TYPES:
     for c in SEARCHED:
       for remat in REMATS:
-        table_row = done.get(f'{c} {t}')
-        if remat == 'none' and (table_row is None or 'largest_per_device_batch' in table_row):
-          continue  # the table row searches
         out.append({'key': f'{c} {t} search remat={remat}',
                     'args': [f'--config=configs/{c}.py', f'--topology={t}', '--search',
                              '--eval=false', '--try_remat=false',

@@ -23,6 +23,12 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (PATH or
 flags.mark_flags_as_required(['config'])
 
 
+def define_json_flag(help_text: str) -> None:
+  """Defines --json (once per process; the first tool's help text is kept)."""
+  if 'json' not in FLAGS:
+    flags.DEFINE_bool('json', False, help_text)
+
+
 def define_workdir_flag() -> None:
   """Defines the required --workdir flag (once per process, whichever tools import this)."""
   if 'workdir' not in FLAGS:

@@ -40,7 +40,7 @@ REMAT_TRIES = ('unit', 'module')
 
 flags.DEFINE_string('topology', None, 'An accelerator type as gcloud names it (v4-8, '
                     'v5litepod-16, v5p-128, v6e-8, ...), or "local" for the devices here.')
-flags.DEFINE_bool('json', False, 'Print one JSON object instead of the report.')
+cli.define_json_flag('Print one JSON object instead of the report.')
 flags.DEFINE_bool('search', False, 'Find the largest per-device batch that fits even when the '
                   'asked one fits.')
 flags.DEFINE_bool('eval', True, 'Also compile the eval step at eval_batch_size.')
@@ -52,11 +52,15 @@ flags.DEFINE_integer('max_compiles', 4, 'Compiles the batch search may add.', lo
 flags.DEFINE_float('capacity_gib', None, 'Memory per device to plan against, in GiB '
                    '(default: the TPU generation\'s HBM, or what a local device reports).',
                    lower_bound=0.001)
-flags.mark_flags_as_required(['topology'])
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  return cli.parse_flags(argv, EXAMPLE)
+  """Parses flags; --topology is required (checked here, not by absl, so that importing this
+  module beside the other tools leaves their flags as they are)."""
+  argv = cli.parse_flags(argv, EXAMPLE)
+  if not FLAGS.topology:
+    cli.fail(f'--topology is required, e.g. {EXAMPLE}', EXIT_USAGE)
+  return argv
 
 
 @dataclasses.dataclass(frozen=True)

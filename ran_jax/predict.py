@@ -16,7 +16,7 @@ image that can't be read or is too small, ...); 2 on a bad command line.
 
 import json
 
-from absl import app, flags
+from absl import app
 
 from ran_jax import cli
 from ran_jax.cli import FLAGS
@@ -26,8 +26,8 @@ cli.define_workdir_flag()
 EXAMPLE = ('python3 -m ran_jax.predict --config=configs/digits_attention56.py '
            '--workdir=/tmp/ran_digits IMAGE.png')
 
-flags.DEFINE_bool('json', False, 'Print a JSON list of {image, top5: [{class, name, '
-                  'probability}]} instead of one line per image.')
+cli.define_json_flag('Print a JSON list of {image, top5: [{class, name, probability}]} '
+                     'instead of one line per image.')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
