@@ -109,9 +109,11 @@ class Accelerator:
     per_device = ('one device per chip (its 2 TensorCores as one megacore device)'
                   if g.megacore else 'one device per TensorCore' if g.cores_per_chip > 1
                   else 'one device per chip (1 TensorCore)')
-    return (f'{self.name}: {self.chips} {g.device_kind} chips ({self.topology_name}, '
-            f'{self.hosts} host{"s" if self.hosts > 1 else ""}), {self.devices} devices, '
-            f'{per_device}; {g.hbm_gib:g} GiB HBM per device')
+    chips = f'{self.chips} {g.device_kind} chip{"s" if self.chips > 1 else ""}'
+    hosts = f'{self.hosts} host{"s" if self.hosts > 1 else ""}'
+    devices = f'{self.devices} device{"s" if self.devices > 1 else ""}'
+    return (f'{self.name}: {chips} ({self.topology_name}, {hosts}), {devices}, {per_device}; '
+            f'{g.hbm_gib:g} GiB HBM per device')
 
 
 def chip_shape(chips: int, dims: int) -> tuple[int, ...]:
