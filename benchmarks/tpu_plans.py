@@ -60,14 +60,17 @@ def load(path: pathlib.Path) -> dict[str, dict]:
 
 
 def run(path: pathlib.Path, pod: str) -> None:
-  while todo := rows(pod, load(path)):
-    row = todo[0]
+  """Makes every row not yet in `path`; a row whose compile fails (or crashes) is reported
+  and skipped, and made again by the next run."""
+  for row in rows(pod, load(path)):
     print(f'{row["key"]} ...', file=sys.stderr, flush=True)
-    result = subprocess.run([sys.executable, '-m', 'ran_jax.plan', '--json', *row['args']],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, '-X', 'faulthandler', '-m', 'ran_jax.plan',
+                             '--json', *row['args']], capture_output=True, text=True,
+                            check=False)
     if result.returncode not in (0, 3):
-      raise SystemExit(f'{row["key"]}: failed ({result.returncode}): '
-                       f'{result.stderr.strip()[-500:]}')
+      print(f'{row["key"]}: failed ({result.returncode}): {result.stderr.strip()[-2000:]}',
+            file=sys.stderr, flush=True)
+      continue
     plan = json.loads(result.stdout.strip().splitlines()[-1])
     with path.open('a') as f:
       f.write(json.dumps({'key': row['key'], 'plan': plan}) + '\n')
