@@ -84,6 +84,14 @@ def _quiet_libtpu(accelerator_name: str) -> None:
   os.environ.setdefault('TPU_WORKER_ID', '0')
 
 
+def _capacity(capacity_gib: float | None, default: int | None,
+              source: str) -> tuple[int | None, str]:
+  """Bytes per device and where the figure comes from: --capacity_gib when given."""
+  if capacity_gib is not None:
+    return int(capacity_gib * 2**30), 'given with --capacity_gib'
+  return default, source
+
+
 def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
   """Compile-only devices of accelerator type `name` (libtpu compiles for them here)."""
   from ran_jax.train import accelerators
@@ -101,11 +109,9 @@ def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
     raise RuntimeError(f'libtpu describes {accelerator.topology_name} with {len(devices)} '
                        f'devices on {processes} hosts where {accelerator.devices} on '
                        f'{accelerator.hosts} were expected')
-  capacity, source = accelerator.hbm_bytes_per_device, (
+  capacity, source = _capacity(capacity_gib, accelerator.hbm_bytes_per_device, (
       f'{accelerator.generation.hbm_gib:g} GiB per device ({accelerator.generation.prefix}, '
-      'Cloud TPU documentation)')
-  if capacity_gib is not None:
-    capacity, source = int(capacity_gib * 2**30), 'given with --capacity_gib'
+      'Cloud TPU documentation)'))
   return Target(name, accelerator.describe(), list(devices), accelerator.hosts, capacity, source)
 
 
@@ -115,12 +121,9 @@ def local_target(capacity_gib: float | None = None) -> Target:
   devices = jax.devices()
   stats = getattr(devices[0], 'memory_stats', lambda: None)()
   limit = (stats or {}).get('bytes_limit')
-  if capacity_gib is not None:
-    capacity, source = int(capacity_gib * 2**30), 'given with --capacity_gib'
-  elif limit:
-    capacity, source = int(limit), "the device's own bytes_limit"
-  else:
-    capacity, source = None, 'unknown (give --capacity_gib)'
+  capacity, source = _capacity(capacity_gib, int(limit) if limit else None,
+                               "the device's own bytes_limit" if limit else
+                               'unknown (give --capacity_gib)')
   description = (f'local: {len(devices)} {devices[0].device_kind} devices, '
                  f'{jax.process_count()} process(es)')
   return Target('local', description, devices, jax.process_count(), capacity, source)

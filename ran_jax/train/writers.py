@@ -42,8 +42,8 @@ class LogWriter:
 
 
 class LogProgress:
-  """Every `every_steps` steps: steps per second, the share done and the ETA, in the log
-  (what clu's `ReportProgress` reports). `timed(name)` leaves a pause out of the rate."""
+  """Every `every_steps` steps: steps per second, the share done and the ETA, in one log
+  line (what clu's `ReportProgress` reports). `timed(name)` leaves a pause out of the rate."""
 
   def __init__(self, num_train_steps: int, writer: Any, every_steps: int):
     self.num_train_steps, self.writer, self.every_steps = num_train_steps, writer, every_steps
@@ -60,7 +60,6 @@ class LogProgress:
     eta = (self.num_train_steps - step) / rate if rate > 0 else float('inf')
     logging.info('%d/%d steps (%.1f%%), %.3g steps/s, ETA %s', step, self.num_train_steps,
                  100 * step / self.num_train_steps, rate, _duration(eta))
-    self.writer.write_scalars(step, {'steps_per_sec': rate})
     self.last_step, self.last_time, self.paused = step, now, 0.0
 
   @contextlib.contextmanager
