@@ -2,6 +2,7 @@
 
     python benchmarks/tpu_plans.py            # every plan, into benchmarks/results/tpu_plans.jsonl
     python benchmarks/tpu_plans.py --table    # the README tables, from that file
+    python benchmarks/tpu_plans.py --only='v5p-128|search remat=none'   # some rows only
 
 Runs `python -m ran_jax.plan --json` once per row (each in a fresh process, so each compile
 time is a cold one) and appends its JSON to --out; a row already in --out is skipped, so an
@@ -18,6 +19,7 @@ small CPU host: about 5 minutes for Attention-56 on 2 cores.
 import argparse
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -59,10 +61,13 @@ def load(path: pathlib.Path) -> dict[str, dict]:
   return {entry['key']: entry['plan'] for entry in entries}
 
 
-def run(path: pathlib.Path, pod: str) -> None:
-  """Makes every row not yet in `path`; a row whose compile fails (or crashes) is reported
-  and skipped, and made again by the next run."""
+def run(path: pathlib.Path, pod: str, only: str | None = None) -> None:
+  """Makes every row not yet in `path` (those whose key matches the regular expression
+  `only`, when given); a row whose compile fails (or crashes) is reported and skipped, and
+  made again by the next run."""
   for row in rows(pod, load(path)):
+    if only and not re.search(only, row['key']):
+      continue
     print(f'{row["key"]} ...', file=sys.stderr, flush=True)
     result = subprocess.run([sys.executable, '-X', 'faulthandler', '-m', 'ran_jax.plan',
                              '--json', *row['args']], capture_output=True, text=True,
@@ -119,12 +124,14 @@ def main() -> None:
   parser.add_argument('--out', type=pathlib.Path, default=HERE / 'results' / 'tpu_plans.jsonl',
                       help='JSON lines file (default: %(default)s)')
   parser.add_argument('--pod', default='v5p-128', help='pod slice type of the pod row')
+  parser.add_argument('--only', metavar='REGEX',
+                      help="make only the rows whose key matches, e.g. 'v5p-128|search'")
   parser.add_argument('--table', action='store_true', help='print the tables from --out')
   args = parser.parse_args()
   if args.table:
     print(tables(args.out))
   else:
-    run(args.out, args.pod)
+    run(args.out, args.pod, args.only)
 
 
 if __name__ == '__main__':
