@@ -224,14 +224,19 @@ class BatchSearch:
   compiles: tuple[CompiledStep, ...]
 
 
-def _line_guess(known: dict[int, int], good: int | None, bad: int | None,
+def _line_guess(tried: dict[int, CompiledStep], good: int | None, bad: int | None,
                 capacity: int) -> float | None:
   """The batch where memory, as a line through two known (batch, bytes) points, meets
-  `capacity`: through the bracketing pair when both are known, else the two largest."""
+  `capacity`: through the bracketing pair when both are known, else the two largest. From a
+  single analysed compile, the line takes its temporaries as proportional to the batch."""
+  known = {b: c.total_bytes for b, c in tried.items() if c.total_bytes is not None}
   if good in known and bad in known:
     (x0, y0), (x1, y1) = (good, known[good]), (bad, known[bad])
   elif len(known) >= 2:
     (x0, y0), (x1, y1) = sorted(known.items())[-2:]
+  elif len(tried) == 1 and (only := next(iter(tried.values()))).memory is not None:
+    x0, y0 = only.per_device_batch, only.total_bytes
+    x1, y1 = 0, y0 - only.memory.temporaries
   else:
     return None
   slope = (y1 - y0) / (x1 - x0)
@@ -243,10 +248,11 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
                          max_compiles: int = 5) -> BatchSearch:
   """Finds the largest per-device batch, a multiple of `multiple`, whose step fits.
 
-  Memory grows about linearly with the batch, so two compiles give the line; the batch
-  where it meets `capacity` is then compiled to confirm it fits, and the next multiple to
-  confirm that it does not (a line through the closest batches that fit and that do not
-  corrects a guess that missed). `known` are compiles already made (any batches); at most
+  Memory grows about linearly with the batch, so two compiles give the line (the second at
+  the batch where the first's temporaries, scaled with the batch, would fill `capacity`); the
+  batch where the line meets `capacity` is then compiled to confirm it fits, and the next
+  multiple to confirm that it does not (a line through the closest batches that fit and that
+  do not corrects a guess that missed). `known` are compiles already made (any batches); at most
   `max_compiles` new compiles are made.
   """
   tried = {c.per_device_batch: c for c in known}
@@ -271,8 +277,7 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
       break
     if bad is not None and bad <= multiple:
       break  # not even the smallest batch fits
-    known = {b: c.total_bytes for b, c in tried.items() if c.total_bytes is not None}
-    line = _line_guess(known, good, bad, capacity)
+    line = _line_guess(tried, good, bad, capacity)
     if line is not None:
       guess = math.floor(line / multiple) * multiple
     elif good is not None:
