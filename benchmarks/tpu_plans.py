@@ -29,6 +29,7 @@ TYPES = ('v5p-8', 'v4-8', 'v5litepod-8', 'v6e-8')
 HERE = pathlib.Path(__file__).resolve().parent
 SEARCHED = ('imagenet_attention56', 'imagenet_attention92')
 REMATS = ('none', 'module')
+MULTIPLE = 8  # the searched per-chip batches are multiples of this
 
 
 def rows(pod: str, done: dict[str, dict]) -> list[dict]:
@@ -48,7 +49,7 @@ def rows(pod: str, done: dict[str, dict]) -> list[dict]:
       for remat in REMATS:
         out.append({'key': f'{c} {t} search remat={remat}',
                     'args': [f'--config=configs/{c}.py', f'--topology={t}', '--search',
-                             '--eval=false', '--try_remat=false',
+                             f'--batch_multiple={MULTIPLE}', '--eval=false', '--try_remat=false',
                              f'--config.model.remat={remat}']})
   return [row for row in out if row['key'] not in done]
 
@@ -112,9 +113,15 @@ def tables(path: pathlib.Path) -> str:
     train = [c for c in plan['compiles'] if c['step'] == 'train']
     at = [c for c in train if c['per_device_batch'] == largest]
     tried = ', '.join(f'{c["per_device_batch"]} ({c["compile_seconds"]:.0f})' for c in train)
-    bound = '' if plan.get('largest_confirmed') else ' (the next multiple was not compiled)'
+    refused = [c['per_device_batch'] for c in train if not c['fits']]
+    if plan.get('largest_confirmed') or largest is None:
+      found = f'{largest}'
+    elif refused:
+      found = f'{largest} to {min(refused) - MULTIPLE} ({min(refused)} does not fit)'
+    else:
+      found = f'{largest} or more (no larger batch compiled)'
     lines.append(f'| {plan["config_model"]} | {plan["topology"]} | {train[0]["remat"]} | '
-                 f'{largest}{bound} | {_gib(at[0]["total_bytes"]) if at else "-"} | {tried} |')
+                 f'{found} | {_gib(at[0]["total_bytes"]) if at else "-"} | {tried} |')
   return '\n'.join(lines)
 
 

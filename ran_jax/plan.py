@@ -20,6 +20,7 @@ Exit status: 0 when the train step fits at the asked batch, 3 when it does not, 
 """
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -72,6 +73,7 @@ class Target:
   processes: int
   capacity: int | None
   capacity_source: str
+  compiler: str = ''
 
 
 def _quiet_libtpu(accelerator_name: str) -> None:
@@ -90,6 +92,12 @@ def _capacity(capacity_gib: float | None, default: int | None,
   if capacity_gib is not None:
     return int(capacity_gib * 2**30), 'given with --capacity_gib'
   return default, source
+
+
+def _compiler_versions() -> str:
+  """The jax and libtpu versions that compile for a TPU topology."""
+  import jax
+  return f'jax {jax.__version__}, libtpu {importlib.metadata.version("libtpu")}'
 
 
 def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
@@ -112,7 +120,8 @@ def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
   capacity, source = _capacity(capacity_gib, accelerator.hbm_bytes_per_device, (
       f'{accelerator.generation.hbm_gib:g} GiB per device ({accelerator.generation.prefix}, '
       'Cloud TPU documentation)'))
-  return Target(name, accelerator.describe(), list(devices), accelerator.hosts, capacity, source)
+  return Target(name, accelerator.describe(), list(devices), accelerator.hosts, capacity, source,
+                _compiler_versions())
 
 
 def local_target(capacity_gib: float | None = None) -> Target:
@@ -173,7 +182,7 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
   capacity = target.capacity
   macs = {step: builder.model_macs_per_image(step) for step in ('train', 'eval')}
   plan = {'config_model': config.model.name, 'topology': target.name,
-          'description': target.description, 'devices': devices,
+          'description': target.description, 'compiler': target.compiler, 'devices': devices,
           'capacity_bytes_per_device': capacity, 'capacity_source': target.capacity_source,
           'dtype': config.dtype, 'image_size': config.image_size,
           'eval_image_size': config.eval_image_size, 'compiles': []}
@@ -211,7 +220,7 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
 def format_plan(plan: dict) -> str:
   """The plan as lines for people."""
   capacity = plan['capacity_bytes_per_device']
-  lines = [plan['description'],
+  lines = [plan['description'] + (f' ({plan["compiler"]})' if plan.get('compiler') else ''),
            f'capacity per device: {_gib(capacity)} ({plan["capacity_source"]})']
   for record in plan['compiles']:
     head = (f'{record["step"]} step, batch {record["global_batch"]} '

@@ -3,6 +3,7 @@ and the remat suggestion, on this host's 8 CPU devices (the same code path as fo
 topology), and one compile for a real TPU topology when libtpu is installed."""
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import subprocess
 import sys
@@ -246,6 +247,8 @@ def test_synthetic_batches_are_the_batch_shapes():
 def test_compiles_for_a_real_tpu_topology():
   target = plan_lib.tpu_target('v5litepod-4')
   assert [d.device_kind for d in target.devices] == ['TPU v5 lite'] * 4
+  assert target.compiler == (f'jax {jax.__version__}, '
+                             f'libtpu {importlib.metadata.version("libtpu")}')
   plan = plan_lib.make_plan(digits_config(batch_size=32, eval_batch_size=32), target,
                             with_eval=False)
   assert plan['fits'] and plan['train']['per_device_batch'] == 8
