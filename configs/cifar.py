@@ -24,6 +24,11 @@ Recipe (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 64, lr 0.1 div
 at 64k and 96k iterations, stop at 160k; in epochs of the 50,000 training images: decays at
 81.92 and 122.88, stop at 204.8. 4-pixel zero padding, random 32x32 crop, flip, per-pixel
 mean subtraction. The other CIFAR configs (cifar_*.py) use this recipe.
+Layout: unrolled (`model.scan=False`, the base default). `--config.model.scan=True` compiles
+the deep presets' train steps in a fraction of the time (attention452_cifar 35 s against more
+than 15 minutes, attention236_cifar 22 s against 93 s on 2 CPU cores), but its step ran 7.6-9x
+slower than the unrolled one on a CPU (attention92_cifar, benchmarks/README.md "Compile
+times"), so it is not the default until that is understood.
 """
 
 import ml_collections

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from ran_jax.attention_grid import PREDICTIONS_SHOWN, Row
 from ran_jax.data import images as images_lib
 from ran_jax.inference_model import InferenceModel
+from ran_jax.models import layout
 
 REDUCTIONS = ('mean', 'max')
 TOP_K = 5
@@ -69,8 +70,11 @@ def first_eval_examples(pipeline: Any, count: int, class_names: Sequence[str]) -
 def soft_masks(intermediates: Any) -> dict[str, jax.Array]:
   """The sown soft masks by module name ('stage1/module1', ...); empty for attention='none'."""
   flat = flax.traverse_util.flatten_dict(dict(intermediates))
-  return {'/'.join(path[:-1]): values[-1] for path, values in flat.items()
-          if path[-1] == 'soft_mask'}
+  masks = {}
+  for path, values in flat.items():
+    if path[-1] == 'soft_mask':  # a scanned run of modules sowed its masks stacked
+      masks.update(layout.split_sown('/'.join(path[:-1]), values[-1]))
+  return masks
 
 
 def reduce_channels(mask: jax.Array, reduce: str) -> jax.Array:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ran_jax.models.layers import caffe_max_pool, interp_like
+from ran_jax.models.layout import SHORTEST_UNIT_RUN, repeat
 
 ModuleDef = Any
 
@@ -51,12 +52,12 @@ class TrunkBranch(nn.Module):
   features: int
   unit: ModuleDef
   num_units: int = 2
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    for i in range(self.num_units):
-      x = self.unit(self.features, name=f'unit{i + 1}')(x)
-    return x
+    return repeat(lambda name: self.unit(self.features, name=name), x, self.num_units, 'unit',
+                  scan=self.scan, shortest=SHORTEST_UNIT_RUN)
 
 
 def mask_unit_count(poolings: int, r: int) -> int:
@@ -72,7 +73,8 @@ class SoftMaskBranch(nn.Module):
   Up: at each intermediate level, bilinear up-sampling (Caffe Interp) to that level's exact
   size, plus a skip unit of the level's bottom-up feature, then r units. The last
   up-sampling goes to `target_hw` with nothing added.
-  Unit names: `down{level}_{i}`, `skip{level}`, `up{level}_{i}`.
+  Unit names: `down{level}_{i}`, `skip{level}`, `up{level}_{i}` (with `scan`, a run of three
+  or more is one scanned `down{level}_1-{n}` / `up{level}_1-{n}`, see `ran_jax.models.layout`).
 
   structure='local_conv' (the paper's ablation; its exact make-up is not published): the
   same number of units as the encoder-decoder branch, `mask_unit_count(poolings, r)` =
@@ -91,12 +93,16 @@ class SoftMaskBranch(nn.Module):
   preactivation: bool = True
   activation: str = 'sigmoid'
   structure: str = 'encoder_decoder'
+  scan: bool = False
+
+  def _units(self, x: jax.Array, count: int, prefix: str) -> jax.Array:
+    return repeat(lambda name: self.unit(self.features, name=name), x, count, prefix,
+                  scan=self.scan, shortest=SHORTEST_UNIT_RUN)
 
   @nn.compact
   def __call__(self, x: jax.Array, target_hw: tuple[int, int]) -> jax.Array:
     if self.structure == 'local_conv':
-      for i in range(mask_unit_count(self.poolings, self.r)):
-        x = self.unit(self.features, name=f'local{i + 1}')(x)
+      x = self._units(x, mask_unit_count(self.poolings, self.r), 'local')
     elif self.structure == 'encoder_decoder':
       x = self._encoder_decoder(x, target_hw)
     else:
@@ -114,15 +120,13 @@ class SoftMaskBranch(nn.Module):
     for level in range(1, self.poolings + 1):
       x = caffe_max_pool(x)
       depth = self.r if level < self.poolings else 2 * self.r
-      for i in range(depth):
-        x = self.unit(self.features, name=f'down{level}_{i + 1}')(x)
+      x = self._units(x, depth, f'down{level}_')
       levels.append(x)
     for level in range(self.poolings - 1, 0, -1):
       bottom_up = levels[level - 1]
       x = interp_like(x, *bottom_up.shape[1:3])
       x = self.unit(self.features, name=f'skip{level}')(bottom_up) + x
-      for i in range(self.r):
-        x = self.unit(self.features, name=f'up{level}_{i + 1}')(x)
+      x = self._units(x, self.r, f'up{level}_')
     return interp_like(x, *target_hw)
 
 
@@ -130,7 +134,8 @@ class AttentionModule(nn.Module):
   """One attention module; records its soft mask as `intermediates/.../soft_mask`.
 
   Submodules: `pre{i}` (p units), `trunk`, `mask`, `post{i}` (p units). With
-  attention='none' there is no `mask` and nothing is sown.
+  attention='none' there is no `mask` and nothing is sown. `scan` scans runs of three or more
+  identical units (`ran_jax.models.layout`).
   """
   features: int
   unit: ModuleDef
@@ -144,21 +149,20 @@ class AttentionModule(nn.Module):
   attention: str = 'arl'
   mask_activation: str = 'sigmoid'
   mask_structure: str = 'encoder_decoder'
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    for i in range(self.p):
-      x = self.unit(self.features, name=f'pre{i + 1}')(x)
-    trunk = TrunkBranch(self.features, self.unit, self.t, name='trunk')(x)
+    units = lambda name: self.unit(self.features, name=name)  # noqa: E731
+    x = repeat(units, x, self.p, 'pre', scan=self.scan, shortest=SHORTEST_UNIT_RUN)
+    trunk = TrunkBranch(self.features, self.unit, self.t, self.scan, name='trunk')(x)
     if self.attention == 'none':
       x = trunk
     else:
       mask = SoftMaskBranch(
           self.features, self.unit, self.conv, self.norm, self.poolings, self.r,
-          self.preactivation, self.mask_activation, self.mask_structure,
+          self.preactivation, self.mask_activation, self.mask_structure, self.scan,
           name='mask')(x, trunk.shape[1:3])
       self.sow('intermediates', 'soft_mask', mask)
       x = trunk * mask + trunk if self.attention == 'arl' else trunk * mask
-    for i in range(self.p):
-      x = self.unit(self.features, name=f'post{i + 1}')(x)
-    return x
+    return repeat(units, x, self.p, 'post', scan=self.scan, shortest=SHORTEST_UNIT_RUN)

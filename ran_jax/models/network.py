@@ -12,6 +12,7 @@ from ran_jax.models.attention import (ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_ST
                                       AttentionModule)
 from ran_jax.models.geometry import fits, min_input_size
 from ran_jax.models.layers import caffe_max_pool
+from ran_jax.models.layout import SHORTEST_UNIT_RUN, repeat
 from ran_jax.models.units import CONV_OUTPUT, UNITS, inception_widths, make_conv, make_norm
 
 ModuleDef = Any
@@ -25,7 +26,8 @@ REMAT_POLICIES = {
 
 class AttentionStage(nn.Module):
   """A transition unit (`transition`), attention modules `module1`, ..., then plain units
-  `tail1`, ... (the CIFAR layout has one)."""
+  `tail1`, ... (the CIFAR layout has one). With `scan`, each run of identical blocks is one
+  `nn.scan` loop (`ran_jax.models.layout`)."""
   features: int
   num_modules: int
   strides: int
@@ -33,15 +35,15 @@ class AttentionStage(nn.Module):
   unit: ModuleDef
   module: ModuleDef
   tail_units: int = 0
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.unit(self.features, strides=self.strides, name='transition')(x)
-    for i in range(self.num_modules):
-      x = self.module(self.features, poolings=self.poolings, name=f'module{i + 1}')(x)
-    for i in range(self.tail_units):
-      x = self.unit(self.features, name=f'tail{i + 1}')(x)
-    return x
+    x = repeat(lambda name: self.module(self.features, poolings=self.poolings, name=name),
+               x, self.num_modules, 'module', scan=self.scan)
+    return repeat(lambda name: self.unit(self.features, name=name), x, self.tail_units, 'tail',
+                  scan=self.scan, shortest=SHORTEST_UNIT_RUN)
 
 
 class ResidualStage(nn.Module):
@@ -50,12 +52,13 @@ class ResidualStage(nn.Module):
   num_units: int
   strides: int
   unit: ModuleDef
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    for i in range(self.num_units):
-      x = self.unit(self.features, strides=self.strides if i == 0 else 1, name=f'unit{i + 1}')(x)
-    return x
+    x = self.unit(self.features, strides=self.strides, name='unit1')(x)
+    return repeat(lambda name: self.unit(self.features, name=name), x, self.num_units - 1,
+                  'unit', scan=self.scan, first=2, shortest=SHORTEST_UNIT_RUN)
 
 
 class ResidualAttentionNetwork(nn.Module):
@@ -85,6 +88,12 @@ class ResidualAttentionNetwork(nn.Module):
       (every attention module keeps only its input). Parameter paths do not change.
     remat_policy: what a rematerialised block keeps besides its input: 'nothing' or
       'conv_outputs' (the convolution outputs; BatchNorm and ReLU are recomputed).
+    scan: run each run of identical blocks (the attention modules of a stage, the units of a
+      trunk, of a mask level, ...) as one `nn.scan` loop: the same computation, traced and
+      compiled once per run, so deep networks compile in a fraction of the time. Their
+      variables are then stacked under the run's name (`stage2/module1-2` instead of
+      `stage2/module1`, `stage2/module2`); `ran_jax.models.layout` converts between the
+      layouts.
     axis_name: optional BatchNorm axis for per-device code under `shard_map`; not needed
       under `jit` with a sharded batch.
   """
@@ -109,6 +118,7 @@ class ResidualAttentionNetwork(nn.Module):
   dtype: Any = jnp.float32
   remat: str = 'none'
   remat_policy: str = 'nothing'
+  scan: bool = False
   axis_name: str | None = None
 
   def __post_init__(self):
@@ -168,7 +178,8 @@ class ResidualAttentionNetwork(nn.Module):
     module = functools.partial(
         module_cls, unit=unit, conv=conv, norm=norm, p=self.p, t=self.t, r=self.r,
         preactivation=preactivation, attention=self.attention,
-        mask_activation=self.mask_activation, mask_structure=self.mask_structure)
+        mask_activation=self.mask_activation, mask_structure=self.mask_structure,
+        scan=self.scan)
 
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
@@ -181,9 +192,9 @@ class ResidualAttentionNetwork(nn.Module):
     for i, (width, modules, poolings) in enumerate(
         zip(self.stage_widths, self.modules_per_stage, self.mask_poolings, strict=True)):
       x = AttentionStage(width, modules, 1 if i == 0 else 2, poolings, unit, module,
-                         self.stage_tail_units, name=f'stage{i + 1}')(x)
+                         self.stage_tail_units, self.scan, name=f'stage{i + 1}')(x)
     if self.final_units:
-      x = ResidualStage(self.final_width, self.final_units, 2, unit,
+      x = ResidualStage(self.final_width, self.final_units, 2, unit, self.scan,
                         name=f'stage{len(self.stage_widths) + 1}')(x)
 
     if preactivation:
@@ -208,6 +219,8 @@ def _validate(net: ResidualAttentionNetwork) -> None:
   _check_choice('mask_structure', net.mask_structure, MASK_STRUCTURES)
   _check_choice('remat', net.remat, REMAT)
   _check_choice('remat_policy', net.remat_policy, tuple(REMAT_POLICIES))
+  if not isinstance(net.scan, bool):
+    raise ValueError(f'scan={net.scan!r} is not valid; give True or False.')
   lengths = {len(net.stage_widths), len(net.modules_per_stage), len(net.mask_poolings)}
   if len(lengths) != 1:
     raise ValueError(

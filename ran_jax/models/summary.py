@@ -65,6 +65,8 @@ def model_costs(model: nn.Module, image_size: int | Sequence[int], channels: int
   """Counts `model`'s parameters and multiply-adds for one image of `image_size`."""
   height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
   layers, order, calling = [], {}, set()
+  if getattr(model, 'scan', False):  # a scanned run is traced once: count its blocks unrolled
+    model = model.clone(scan=False)
 
   def record(next_fun, args, kwargs, context):
     module_id = id(context.module)

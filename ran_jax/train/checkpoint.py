@@ -4,7 +4,9 @@ Each step also stores a digest of the state and a signature of its structure (pa
 dtypes). On restore, a step whose files can't be read, whose contents don't match its digest
 or that holds non-finite values is damaged: it is moved aside to `checkpoints_damaged/`
 (never deleted) and the step before it is tried. A step written for another model or
-optimizer is not damaged; it stops the run with a message instead.
+optimizer is not damaged; it stops the run with a message instead. A step written in the other
+variable layout (`model.scan`, see `ran_jax.models.layout`) is read in its own layout and
+converted.
 """
 
 import contextlib
@@ -13,7 +15,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -23,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from ran_jax.models import layout
 from ran_jax.train.errors import CheckpointError, NonFiniteError
 
 __all__ = ['CheckpointError', 'close_manager', 'has_steps', 'make_manager', 'restore_latest',
@@ -107,7 +110,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
                          f'saved, and the last good checkpoint (step {manager.latest_step()}) '
                          'is kept. Lower the learning rate or check the input data.')
   meta = dict(input_state, state_digest=digest, state_signature=structure_signature(state),
-              num_params=_num_params(state))
+              num_params=_num_params(state), state_layout=layout.layout_of(state.params))
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(meta)), force=True)
 
@@ -146,8 +149,28 @@ def _check_structure(meta: dict, target: Any, path: epath.Path) -> None:
         '--workdir.')
 
 
-def _try_restore(manager: ocp.CheckpointManager, step: int,
-                 target: Any) -> tuple[Any, dict] | str:
+def _to_layout(state: Any, target: Any) -> Any:
+  """`state` converted to `target`'s variable layout, placed as `target`'s shardings say."""
+  shardings = jax.tree.map(lambda leaf: leaf.sharding, target)
+  return jax.jit(lambda tree: layout.convert(tree, target), out_shardings=shardings)(state)
+
+
+def _read_target(meta: dict, target: Any, path: epath.Path,
+                 other_layout: Callable[[], Any] | None) -> Any:
+  """The target to read the step with: `target`, or its counterpart in the step's layout."""
+  saved = meta.get('state_layout', layout.UNROLLED)  # steps from before the layouts: unrolled
+  wanted = layout.layout_of(target.params)
+  if saved == wanted:
+    return target
+  if other_layout is None:
+    raise CheckpointError(f'The checkpoint at {path} holds {saved} variables and this reader '
+                          f'builds {wanted} ones; set --config.model.scan='
+                          f'{saved == layout.SCANNED}.')
+  return other_layout()
+
+
+def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any,
+                 other_layout: Callable[[], Any] | None = None) -> tuple[Any, dict] | str:
   """(state, meta) of `step`, or the reason it is damaged."""
   path = epath.Path(manager.directory) / str(step)
   try:
@@ -155,6 +178,7 @@ def _try_restore(manager: ocp.CheckpointManager, step: int,
         input=ocp.args.JsonRestore())).input)
   except Exception as error:  # Orbax/TensorStore raise many types for bad files
     return f'its metadata could not be read ({_reason(error)})'
+  wanted, target = target, _read_target(meta, target, path, other_layout)
   _check_structure(meta, target, path)
   try:
     state = manager.restore(step, args=ocp.args.Composite(
@@ -169,6 +193,10 @@ def _try_restore(manager: ocp.CheckpointManager, step: int,
     return 'it holds non-finite values'
   if meta.get('state_digest', digest) != digest:
     return 'its contents do not match the digest saved with it'
+  if target is not wanted:
+    state = _to_layout(state, wanted)
+    logging.info('Converted the checkpoint of step %d from the %s to the %s variable layout.',
+                 step, meta.get('state_layout', layout.UNROLLED), layout.layout_of(state.params))
   return state, meta
 
 
@@ -189,19 +217,21 @@ def _set_aside(manager: ocp.CheckpointManager, damaged: list[tuple[int, str]]) -
   return moved
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any, *,
-                   set_aside: bool = True) -> tuple[Any, dict] | None:
+def restore_latest(manager: ocp.CheckpointManager, target: Any, *, set_aside: bool = True,
+                   other_layout: Callable[[], Any] | None = None) -> tuple[Any, dict] | None:
   """(state, input_state) of the newest good checkpoint, placed as `target`'s shardings say.
 
-  Damaged newer steps are moved aside with a warning (only skipped, when `set_aside` is
-  False: readers that must not change the work directory). Returns None when there is no
+  A step in the other variable layout is read with `other_layout()` (the same state's target
+  in that layout) and converted to `target`'s. Damaged newer steps are moved aside with a
+  warning (only skipped, when `set_aside` is False: readers that must not change the work
+  directory). Returns None when there is no
   checkpoint; raises CheckpointError when every checkpoint is damaged (nothing is moved
   then) or when they were written for another model.
   """
   damaged: list[tuple[int, str]] = []
   for step in sorted(manager.all_steps(), reverse=True):
     with _quiet_failed_reads():
-      restored = _try_restore(manager, step, target)
+      restored = _try_restore(manager, step, target, other_layout)
     if isinstance(restored, str):
       logging.warning('Checkpoint of step %d is damaged: %s.', step, restored)
       damaged.append((step, restored))

@@ -2,7 +2,8 @@
 
 `restore_train_state` builds the network, the optimizer and the train state's restore target
 from the config exactly as training does (so the checkpoint's structure check applies), and
-restores the newest good checkpoint. Training resumes from it (`ran_jax.train.loop`), and
+restores the newest good checkpoint (in either variable layout, `model.scan`: a step in the
+other one is converted). Training resumes from it (`ran_jax.train.loop`), and
 `ran_jax.inference_model.load_for_inference` loads trained networks through it. Imports no
 TensorFlow.
 """
@@ -42,8 +43,18 @@ def restore_train_state(config: ml_collections.ConfigDict, manager: ocp.Checkpoi
   """Builds what `config` trains and restores the newest good checkpoint of `manager` onto
   `mesh` (replicated). `steps_per_epoch` is the train split's size over the batch size.
   Damaged newer checkpoints are moved aside, or only skipped when `set_aside` is False."""
-  training = experiment.build_training(config, mesh, num_classes=num_classes,
-                                       channels=channels, steps_per_epoch=steps_per_epoch)
-  restored = checkpoint.restore_latest(manager, training.target, set_aside=set_aside)
+  def build(config: ml_collections.ConfigDict) -> experiment.Training:
+    return experiment.build_training(config, mesh, num_classes=num_classes, channels=channels,
+                                     steps_per_epoch=steps_per_epoch)
+
+  def other_layout() -> TrainState:
+    other = config.copy_and_resolve_references()
+    with other.unlocked():
+      other.model.scan = not config.model.get('scan', False)
+    return build(other).target
+
+  training = build(config)
+  restored = checkpoint.restore_latest(manager, training.target, set_aside=set_aside,
+                                       other_layout=other_layout)
   state, input_state = restored if restored is not None else (None, None)
   return RestoredState(training, state, input_state)
