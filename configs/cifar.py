@@ -27,8 +27,9 @@ mean subtraction. The other CIFAR configs (cifar_*.py) use this recipe.
 Layout: unrolled (`model.scan=False`, the base default). `--config.model.scan=True` compiles
 the deep presets' train steps in a fraction of the time (attention452_cifar 35 s against more
 than 15 minutes, attention236_cifar 22 s against 93 s on 2 CPU cores), but its step ran 7.6-9x
-slower than the unrolled one on a CPU (attention92_cifar, benchmarks/README.md "Compile
-times"), so it is not the default until that is understood.
+slower than the unrolled one on a CPU (attention92_cifar; XLA:CPU's kernel gradients of
+convolutions in a loop are 68x slower, benchmarks/README.md "Compile times"), and its step
+time on GPUs and TPUs is not measured, so it is not the default.
 """
 
 import ml_collections
