@@ -88,8 +88,9 @@ class ResidualAttentionNetwork(nn.Module):
       (every attention module keeps only its input). Parameter paths do not change.
     remat_policy: what a rematerialised block keeps besides its input: 'nothing' or
       'conv_outputs' (the convolution outputs; BatchNorm and ReLU are recomputed).
-    scan: run each run of identical blocks (the attention modules of a stage, the units of a
-      trunk, of a mask level, ...) as one `nn.scan` loop: the same computation, traced and
+    scan: run each run of identical blocks (two or more attention modules of a stage, three
+      or more units of a trunk, of a mask level, ...) as one `nn.scan` loop: the same
+      computation (on CPUs much slower to run, see benchmarks/README.md), traced and
       compiled once per run, so deep networks compile in a fraction of the time. Their
       variables are then stacked under the run's name (`stage2/module1-2` instead of
       `stage2/module1`, `stage2/module2`); `ran_jax.models.layout` converts between the
