@@ -38,6 +38,7 @@ from cli_args import positive_int
 from ran_jax.models import activation_bytes_per_image, create_model, list_models, model_costs
 from ran_jax.models.network import REMAT, REMAT_POLICIES
 from ran_jax.train import memory_plan
+from ran_jax.data import device_batches
 from ran_jax.train import mesh as mesh_lib
 
 # Dense (no sparsity) peak TFLOP/s per chip, from the vendors' data sheets, by compute dtype;
@@ -145,7 +146,7 @@ def build(args: argparse.Namespace):
                      f'{chosen.error}')
   state = init()
   rng = np.random.default_rng(0)
-  batch = mesh_lib.to_global({
+  batch = device_batches.to_global({
       'image': rng.integers(0, 256, (chosen.global_batch, *shape), dtype=np.uint8),
       'label': rng.integers(0, args.num_classes, chosen.global_batch).astype(np.int32)},
       sharding)

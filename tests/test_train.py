@@ -18,7 +18,7 @@ from conftest import tiny_model
 from training_jobs import QUICK_FIELDS
 
 from configs import cifar, digits_attention56, fake_data_benchmark, imagenet_attention92
-from ran_jax.data import synthetic
+from ran_jax.data import device_batches, synthetic
 from ran_jax.data.pipeline import InputPipeline
 from ran_jax.train import checkpoint, config_checks, experiment, loop, optim
 from ran_jax.train import mesh as mesh_lib
@@ -73,7 +73,8 @@ def train_three_steps(devices, dtype):
   for _ in range(3):
     batch = {'image': rng.normal(size=(32, 8, 8, 1)).astype(np.float32),
              'label': rng.integers(0, 10, size=32).astype(np.int32)}
-    state, metrics = train_step(state, mesh_lib.to_global(batch, mesh_lib.data_sharding(mesh)))
+    global_batch = device_batches.to_global(batch, mesh_lib.data_sharding(mesh))
+    state, metrics = train_step(state, global_batch)
     losses.append(float(metrics['loss']))
   assert int(state.step) == 3
   update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), initial)
@@ -125,7 +126,7 @@ def test_run_writes_eval_results_and_checkpoint(straight_run):
 def test_interrupted_run_resumes_exactly(straight_run, digits_config, tmp_path, monkeypatch):
   """A real SIGINT while step 5 runs: the step finishes, is saved, and the run stops; the
   resumed run ends bit-identical to the uninterrupted one."""
-  real_prefetch = mesh_lib.prefetch_to_device
+  real_prefetch = device_batches.prefetch_to_device
 
   def interrupted_at_five(batches, sharding, size=2):
     for i, batch in enumerate(real_prefetch(batches, sharding, size)):
@@ -133,7 +134,7 @@ def test_interrupted_run_resumes_exactly(straight_run, digits_config, tmp_path, 
         os.kill(os.getpid(), signal.SIGINT)
       yield batch
 
-  monkeypatch.setattr(mesh_lib, 'prefetch_to_device', interrupted_at_five)
+  monkeypatch.setattr(device_batches, 'prefetch_to_device', interrupted_at_five)
   with pytest.raises(Preempted, match='Stopped by SIGINT at step 5'):
     loop.train_and_evaluate(digits_config(), str(tmp_path))
   monkeypatch.undo()

@@ -37,7 +37,7 @@ from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableE
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
 from ran_jax.data.records import RecordOrder, split_blocks
-from ran_jax.train import mesh as mesh_lib
+from ran_jax.data import device_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -199,13 +199,13 @@ class InputPipeline:
   def train_batches(self, start_step: int, sharding: NamedSharding,
                     prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
     """Global training batches from step `start_step` on, `prefetch` in flight."""
-    return mesh_lib.prefetch_to_device(as_numpy(self.train_dataset(start_step)), sharding,
+    return device_batches.prefetch_to_device(as_numpy(self.train_dataset(start_step)), sharding,
                                        size=prefetch)
 
   def eval_batches(self, sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
     """Global eval batches (see `eval_dataset`)."""
     dataset, _ = self.eval_dataset()
-    return mesh_lib.prefetch_to_device(as_numpy(dataset), sharding)
+    return device_batches.prefetch_to_device(as_numpy(dataset), sharding)
 
 
 def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.DatasetBuilder:

@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from ran_jax.data import normalize
-from ran_jax.train import mesh as mesh_lib
+from ran_jax.data import device_batches
 
 NAME = 'fake'
 NUM_CLASSES = 1000
@@ -50,10 +50,10 @@ class SyntheticInput:
     """The same device-resident batch at every step (`start_step` and `prefetch` unused)."""
     del start_step, prefetch
     batch = self._local_batch(self.global_batch_size, self.image_size)
-    return itertools.repeat(mesh_lib.to_global(batch, sharding))
+    return itertools.repeat(device_batches.to_global(batch, sharding))
 
   def eval_batches(self, sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
     """One device-resident eval batch, every example counted."""
     batch = self._local_batch(self.eval_batch_size, self.eval_image_size)
     batch['mask'] = np.ones(batch['label'].shape, bool)
-    return iter([mesh_lib.to_global(batch, sharding)])
+    return iter([device_batches.to_global(batch, sharding)])

@@ -1,10 +1,6 @@
 """The device mesh and the shardings of a data-parallel run."""
 
-import collections
-from collections.abc import Iterable, Iterator
-
 import jax
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,20 +30,3 @@ def check_batch_size(global_batch: int, mesh: Mesh, field: str = 'batch_size') -
         f'{field}={global_batch} must be a positive multiple of the number of devices '
         f'({devices}); for example '
         f'--config.{field}={max(1, global_batch // devices) * devices}.')
-
-
-def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Assembles the global batch from every process's local part."""
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-
-
-def prefetch_to_device(batches: Iterable[dict[str, np.ndarray]], sharding: NamedSharding,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
-  """Keeps `size` batches in flight to the devices ahead of the consumer."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(to_global(batch, sharding))
-    if len(queue) >= size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
