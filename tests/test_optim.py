@@ -36,9 +36,9 @@ def test_cifar_config_is_the_papers_iterations_at_batch_64():
 def test_digits_config_steps_and_warmup():
   config = digits_attention56.get_config()
   steps_per_epoch = 1_437 / 64
-  assert experiment.num_train_steps(config, steps_per_epoch) == 528
+  assert experiment.num_train_steps(config, steps_per_epoch) == 264
   assert optim.warmup_steps(config, steps_per_epoch) == 50
-  np.testing.assert_allclose(rates(config, [0, 25, 50, 528], 528, steps_per_epoch),
+  np.testing.assert_allclose(rates(config, [0, 25, 50, 264], 264, steps_per_epoch),
                              [0.0, 0.05, 0.1, 0.0], atol=1e-6)
 
 
@@ -98,9 +98,9 @@ def test_describe_schedule():
   assert optim.describe_schedule(config, IMAGENET_EPOCH / 4, 60_000).endswith(
       '2 of them after the last step')
   digits = digits_attention56.get_config()
-  assert optim.describe_schedule(digits, 1_437 / 64, 528) == (
-      '528 steps = 23.52 epochs at batch 64 (33,792 examples); lr 0.1 after a linear warm-up '
-      'of 2.23 epochs (50 steps), cosine decay to 0 at step 528')
+  assert optim.describe_schedule(digits, 1_437 / 64, 264) == (
+      '264 steps = 11.76 epochs at batch 64 (16,896 examples); lr 0.1 after a linear warm-up '
+      'of 2.23 epochs (50 steps), cosine decay to 0 at step 264')
 
 
 def test_unknown_schedule():
