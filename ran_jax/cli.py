@@ -38,10 +38,18 @@ def define_workdir_flag() -> None:
 
 
 class QuietCheckpointer(std_logging.Filter):
-  """Keeps Orbax's routine INFO lines out of the log."""
+  """Keeps Orbax's routine INFO lines out of the log, and the tracebacks of a failed save.
+
+  A save that fails (a full disk, say) is logged by Orbax's threads with a traceback each, and
+  its background tasks by asyncio; the trainer reports it once, in its closing error line.
+  """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
+    if record.name == 'asyncio' and record.getMessage().startswith('Task exception'):
+      return False
+    if 'orbax' not in record.pathname:
+      return True
+    return record.levelno >= std_logging.WARNING and not record.exc_info
 
 
 def quiet_routine_logs() -> None:

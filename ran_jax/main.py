@@ -10,17 +10,24 @@ Compiled steps are cached across runs (a rerun or a resumed run skips most compi
 $JAX_COMPILATION_CACHE_DIR, or ~/.cache/ran_jax/jax when that is not set.
 
 Exit status: 0 when done; 1 on an error (one line on stderr says what to change); 2 on a bad
-command line; 75 when stopped by SIGTERM, SIGINT or a preemption notice after saving a
-checkpoint (rerun the same command to resume; schedulers can requeue on it).
+command line; 75 when stopped by SIGTERM, SIGINT, SIGHUP or a preemption notice, after saving
+a checkpoint when there was one to save (rerun the same command to resume; schedulers can
+requeue on it).
 """
 
 import os
 import sys
 
-from absl import app, flags, logging
+from ran_jax.train import stop_signals
 
-from ran_jax import cli
-from ran_jax.cli import EXIT_USAGE
+stop_signals.install_early_handlers()  # before the heavy imports: a stop exits 75 from here on
+
+# pylint: disable=wrong-import-position
+from absl import app, flags, logging  # noqa: E402
+
+from ran_jax import cli  # noqa: E402
+from ran_jax.cli import EXIT_ERROR, EXIT_USAGE  # noqa: E402
+from ran_jax.train.errors import EXIT_PREEMPTED, describe_os_error  # noqa: E402
 
 DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'ran_jax', 'jax')
 EXAMPLE = ('python3 -m ran_jax.main --config=configs/digits_attention56.py '
@@ -58,6 +65,18 @@ def _distributed_args() -> dict | None:
   return given if (given or FLAGS.distributed) else None
 
 
+def _end(line: str, status: int) -> None:
+  """Prints `line` last on stderr and ends the process at once with `status`.
+
+  Once a run has started, threads of the checkpointer, the metric writer or the input may be
+  left waiting on what failed; leaving without joining them is what ends the process.
+  """
+  logging.flush()
+  print(cli.one_line(line), file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
 def main(argv: list[str]) -> None:
   del argv  # checked by parse_flags
   cli.quiet_routine_logs()
@@ -76,19 +95,32 @@ def main(argv: list[str]) -> None:
   except ValueError as error:
     cli.fail(error)
   from ran_jax.data.datasets import DatasetUnavailableError
-  from ran_jax.train.errors import EXIT_PREEMPTED, Preempted, TrainingError
+  from ran_jax.train.errors import Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as stop:
-    logging.warning('%s', stop)
-    print(cli.one_line(stop), file=sys.stderr, flush=True)
-    sys.exit(EXIT_PREEMPTED)
-  except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,
-          TrainingError) as error:
+    _end(str(stop), EXIT_PREEMPTED)
+  except (ValueError, DatasetUnavailableError, TrainingError) as error:
     logging.debug('Stopped by an error', exc_info=True)
-    cli.fail(f'{error} (--verbosity=1 shows where it was raised)')
+    _end(f'error: {error} (--verbosity=1 shows where it was raised)', EXIT_ERROR)
+  except OSError as error:
+    logging.debug('Stopped by an error', exc_info=True)
+    _end(f'error: {describe_os_error(error)} (--verbosity=1 shows where it was raised)',
+         EXIT_ERROR)
+  except Exception as error:  # a fault of this program: still one line, and no hang
+    logging.debug('Stopped by an error', exc_info=True)
+    _end(f'error: unexpected {type(error).__name__}: {error} (--verbosity=1 shows where it '
+         'was raised; please report it)', EXIT_ERROR)
+
+
+def run() -> None:
+  """The command line: `python -m ran_jax.main`."""
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except stop_signals.StopRequested as stop:
+    _end(str(stop), EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  run()

@@ -1,5 +1,5 @@
-"""One process stops cleanly on real signals: checkpoint, exit status 75, resume; one run per
-workdir, and no lock left behind by a killed run."""
+"""One process stops cleanly on real signals (SIGTERM, SIGINT, SIGHUP): checkpoint, exit status
+75, resume; one run per workdir, and no lock left behind by a killed run."""
 
 import os
 import re
@@ -9,6 +9,7 @@ import pytest
 from training_jobs import Job, digits_flags
 
 from ran_jax.train.errors import EXIT_PREEMPTED
+from ran_jax.train.stop_signals import StopRequested, StopSignals
 
 
 def saved_steps(workdir) -> list[int]:
@@ -44,12 +45,14 @@ def assert_stopped(job: Job, workdir, by: str) -> int:
   step = int(match[1])
   assert saved_steps(workdir)[-1] == step
   assert f'[{step}] ' in job.output  # the metrics of the interrupted step are logged
+  assert job.output.count('Stopped by') == 1
   assert 'Traceback' not in job.output and 'Exception ignored' not in job.output
   assert not (workdir / 'run.lock').exists()
   return step
 
 
-def test_sigterm_mid_run_saves_and_a_second_run_is_refused(tmp_path, start):
+def test_sighup_mid_run_saves_and_a_second_run_is_refused(tmp_path, start):
+  """SIGHUP (a closed terminal or ssh session) stops a run as SIGTERM does (next test)."""
   workdir = tmp_path / 'run'
   job = start(workdir)
   running = job.wait_for_step(3)
@@ -57,8 +60,8 @@ def test_sigterm_mid_run_saves_and_a_second_run_is_refused(tmp_path, start):
   assert second.finish() == 1
   assert second.last_line().startswith('error: ') and 'in use by another run' in second.output
   assert 'Traceback' not in second.output
-  job.signal(signal.SIGTERM)
-  assert assert_stopped(job, workdir, 'SIGTERM') > running
+  job.signal(signal.SIGHUP)
+  assert assert_stopped(job, workdir, 'SIGHUP') > running
 
 
 def test_after_sigkill_the_run_resumes_and_stops_on_signals_during_setup(tmp_path, start):
@@ -80,3 +83,14 @@ def test_after_sigkill_the_run_resumes_and_stops_on_signals_during_setup(tmp_pat
   assert assert_stopped(resumed, workdir, 'SIGTERM') == last + 1
   assert resumed.output.count('received again') == 2
   assert 'Taking over the lock of a run that is gone' in resumed.output
+
+
+def test_a_signal_while_interruptible_stops_at_once():
+  """Preparing a dataset can take hours with nothing to save: a signal stops it at once."""
+  with StopSignals() as stop:
+    with pytest.raises(StopRequested) as stopped, stop.interruptible('while loading the dataset'):
+      signal.raise_signal(signal.SIGHUP)
+      pytest.fail('the signal did not stop the interruptible work')
+    assert str(stopped.value) == ('Stopped by SIGHUP while loading the dataset; nothing needed '
+                                  'saving. Run the same command to resume.')
+    assert stop.received == 'SIGHUP'

@@ -17,6 +17,8 @@ import jax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # seconds for any one awaited log line or exit
+BOUND = 240  # seconds by which a job that fails or is stopped must have ended
+LOG_LINE = re.compile(r'[IWEF]\d{4} ')  # absl's log lines: I1203 16:31:01.719535 ...
 
 TINY_FLAGS = ['--config.model.stem_width=8', '--config.model.stage_widths=(16, 32)',
               '--config.model.modules_per_stage=(1, 1)', '--config.model.mask_poolings=(2, 1)',
@@ -123,3 +125,17 @@ class Job:
     if self.process.poll() is None:
       self.process.kill()
     self.process.wait()
+
+
+def assert_one_closing_line(stderr: str, status: int, *, starts: str = 'error: ') -> str:
+  """The contract of every failure: a non-zero status, one closing line last on stderr and no
+  other, nothing but log lines before it, and no traceback. Returns the closing line."""
+  assert status != 0, stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  closing = [line for line in lines if line.startswith(('error: ', 'Stopped by '))]
+  assert closing == [lines[-1]] and lines[-1].startswith(starts), stderr[-3000:]
+  for noise in ('Traceback', 'Task exception', 'Exception ignored', 'Event loop is closed'):
+    assert noise not in stderr, stderr[-3000:]
+  strays = [line for line in lines[:-1] if not LOG_LINE.match(line)]
+  assert not strays, '\n'.join(strays[:20])
+  return lines[-1]

@@ -1,11 +1,18 @@
 """Finding and preparing the TFDS datasets, with errors that say what to do."""
 
+import logging
+import os
+import socket
+import urllib.parse
 from collections.abc import Callable
 
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core.download import resource
 
 from ran_jax.data.datasets import DatasetSpec, DatasetUnavailableError
+
+PROBE_SECONDS = 10  # to connect to a download host before TFDS is left to try
 
 
 def make_builder(spec: DatasetSpec, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -45,6 +52,29 @@ def check_manual_files(spec: DatasetSpec, builder: tfds.core.DatasetBuilder,
       'data_dir to a directory where the dataset is prepared.')
 
 
+def _unreachable_source(builder: tfds.core.DatasetBuilder) -> str | None:
+  """Why the files TFDS would download for `builder` can't be reached from here, or None.
+
+  One quick connection per host, so that a machine without network is told at once instead of
+  after minutes of TFDS's retries. Files already in `<data_dir>/downloads` need no network;
+  behind a proxy, TFDS is left to try.
+  """
+  proxies = ('https_proxy', 'http_proxy', 'all_proxy')
+  if any(os.environ.get(name) or os.environ.get(name.upper()) for name in proxies):
+    return None
+  downloads = builder.data_dir_root / 'downloads'
+  for url, info in (builder.url_infos or {}).items():
+    if (downloads / resource.get_dl_fname(url, info.checksum)).exists():
+      continue
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    try:
+      socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+      return f'{parts.hostname} cannot be reached ({error.strerror or error})'
+  return None
+
+
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
   """Whether the dataset is prepared (without TFDS's warning when its folder does not exist)."""
   return builder.data_path.exists() and builder.is_prepared()
@@ -59,7 +89,8 @@ def describe(builder: tfds.core.DatasetBuilder) -> str:
 
 def prepare(spec: DatasetSpec, data_dir: str | None, manual_dir: str | None = None,
             num_shards: int | None = None,
-            report: Callable[[str], None] = lambda line: None) -> tfds.core.DatasetBuilder:
+            report: Callable[[str], None] = lambda line: None,
+            progress_bars: bool = True) -> tfds.core.DatasetBuilder:
   """The builder of `spec`, with the dataset prepared in `data_dir` if it was not already.
 
   Args:
@@ -68,6 +99,7 @@ def prepare(spec: DatasetSpec, data_dir: str | None, manual_dir: str | None = No
     manual_dir: where manually downloaded files are (`<data_dir>/downloads/manual` when None).
     num_shards: files per split to write (TFDS chooses by size when None).
     report: called with each line of progress.
+    progress_bars: whether TFDS draws its progress bars (not in a training log).
   """
   builder = make_builder(spec, data_dir)
   if is_prepared(builder):
@@ -76,8 +108,18 @@ def prepare(spec: DatasetSpec, data_dir: str | None, manual_dir: str | None = No
   check_manual_files(spec, builder, manual_dir)
   source = (f'from {", ".join(spec.manual_files)} in {manual_dir_of(builder, manual_dir)}'
             if spec.manual_files else 'from its source')
+  if not spec.manual_files and not spec.embedded:
+    unreachable = _unreachable_source(builder)
+    if unreachable:
+      raise DatasetUnavailableError(
+          f'{spec.tfds_name} is not prepared in {builder.data_dir_root} and cannot be '
+          f'downloaded here: {unreachable}. On a machine with internet access run '
+          f'`python3 -m ran_jax.data.prepare --dataset={spec.tfds_name} --data_dir=DIR`, then '
+          f'copy DIR/{builder.name} to {builder.data_dir_root}/{builder.name} (or set '
+          'data_dir to a directory where it is prepared).')
   report(f'Preparing {spec.tfds_name} in {builder.data_dir_root} {source} ...')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir, num_shards=num_shards)
+  tfds.display_progress_bar(progress_bars)
   try:
     builder.download_and_prepare(download_config=config)
   except Exception as error:  # TFDS raises many kinds; the cause is in the message
@@ -92,7 +134,7 @@ def load_builder(spec: DatasetSpec, data_dir: str | None,
                  prepare_if_needed: bool = True) -> tfds.core.DatasetBuilder:
   """The builder of the prepared dataset; prepares it first if needed and allowed."""
   if prepare_if_needed:
-    return prepare(spec, data_dir)
+    return prepare(spec, data_dir, report=logging.info, progress_bars=False)
   builder = make_builder(spec, data_dir)
   if not is_prepared(builder):
     raise DatasetUnavailableError(

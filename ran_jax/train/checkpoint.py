@@ -10,11 +10,15 @@ converted.
 """
 
 import contextlib
+import errno
 import gc
 import hashlib
 import logging
+import os
+import shutil
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,12 +30,17 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from ran_jax.models import layout
-from ran_jax.train.errors import CheckpointError, NonFiniteError
+from ran_jax.train.errors import (CheckpointError, CheckpointSaveError, NonFiniteError,
+                                  describe_os_error, os_error_in)
 
-__all__ = ['CheckpointError', 'close_manager', 'has_steps', 'make_manager', 'restore_latest',
-           'save', 'state_digest']
+__all__ = ['CheckpointError', 'CheckpointSaveError', 'close_manager', 'has_steps',
+           'make_manager', 'restore_latest', 'save', 'state_digest', 'wait_for_saves']
 
 DAMAGED_DIR = 'checkpoints_damaged'
+# Free space needed to start a save, in sizes of the last checkpoint: their sizes vary (up to
+# 1.8x from one step to the next, measured on a small model), and a save that runs out of
+# space half-way is a mess of failing writers.
+ROOM_FACTOR = 2.0
 
 
 def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
@@ -51,11 +60,91 @@ def has_steps(workdir: str) -> bool:
 
 
 def close_manager(manager: ocp.CheckpointManager) -> None:
-  """Waits for saves in flight, then closes the manager (also on error paths)."""
+  """Waits for saves in flight, then closes the manager (also on error paths).
+
+  Raises CheckpointSaveError when the last save failed and was not reported yet.
+  """
+  try:
+    if manager in _in_flight:
+      wait_for_saves(manager)
+    else:  # a failure was reported already, by the save or wait that met it
+      with contextlib.suppress(Exception):
+        manager.wait_until_finished()
+  finally:
+    with contextlib.suppress(Exception):  # what failed was reported by wait_for_saves
+      manager.close()
+
+
+# The step each manager is saving in the background, until the save is known to be written.
+_in_flight: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = weakref.WeakKeyDictionary()
+
+
+def wait_for_saves(manager: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight; raises CheckpointSaveError (one line) if it failed."""
   try:
     manager.wait_until_finished()
-  finally:
-    manager.close()
+  except Exception as error:  # Orbax raises what the file system raised, often wrapped
+    raise _save_failed(manager, _in_flight.pop(manager, None), error) from error
+  _in_flight.pop(manager, None)
+
+
+def _save_failed(manager: ocp.CheckpointManager, step: int | None,
+                 error: Exception) -> CheckpointSaveError:
+  """The one-line error of a failed save of `step`, naming the last good checkpoint."""
+  cause = os_error_in(error)
+  if cause is not None:
+    return _cannot_save(manager, step, describe_os_error(cause), cause.errno == errno.ENOSPC)
+  full = 'RESOURCE_EXHAUSTED' in str(error)  # TensorStore's words for a full disk
+  return _cannot_save(manager, step, f'no space left on device ({_reason(error)})' if full else
+                      _reason(error), full)
+
+
+def _cannot_save(manager: ocp.CheckpointManager, step: int | None, reason: str,
+                 full: bool) -> CheckpointSaveError:
+  directory = epath.Path(manager.directory)
+  try:
+    good = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()
+                   and p.name != str(step)), reverse=True)
+  except OSError:
+    good = []
+  kept = (f'the last good checkpoint, of step {good[0]}, is kept' if good else
+          'no checkpoint was saved before it')
+  fix = 'free space there' if full else 'make it writable'
+  what = f'of step {step}' if step is not None else 'in flight'
+  return CheckpointSaveError(
+      f'Could not save the checkpoint {what} in {directory}: {reason}; {kept}. Then {fix} '
+      '(or copy the work directory to a place that has room) and run the same command to '
+      'resume from it.')
+
+
+def _checkpoint_bytes(directory: epath.Path, step: int) -> int:
+  total = 0
+  for root, _, files in os.walk(directory / str(step)):
+    total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+  return total
+
+
+def _check_room(manager: ocp.CheckpointManager, step: int) -> None:
+  """Refuses to start a save that the local disk has no room for (every process agrees).
+
+  A save that runs out of space half-way leaves Orbax's writers failing one by one, so one is
+  started only with `ROOM_FACTOR` times the size of the last checkpoint free.
+  """
+  directory = epath.Path(manager.directory)
+  latest = manager.latest_step()
+  shortage = ''
+  if latest is not None and '://' not in str(directory):  # local or mounted file systems
+    needed = _checkpoint_bytes(directory, latest) * ROOM_FACTOR
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+      shortage = (f'no space left on device ({free / 2**20:.1f} MiB free; a save needs about '
+                  f'{needed / 2**20:.1f} MiB, {ROOM_FACTOR:g} times the last checkpoint)')
+  if jax.process_count() > 1:
+    short = multihost_utils.process_allgather(np.bool_(bool(shortage)))
+    if np.any(short) and not shortage:
+      shortage = 'no space left on device on another process (see its log)'
+  if shortage:
+    raise _cannot_save(manager, step, shortage, full=True)
 
 
 def _as_uint32(x: np.ndarray) -> np.ndarray:
@@ -111,8 +200,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
                          'is kept. Lower the learning rate or check the input data.')
   meta = dict(input_state, state_digest=digest, state_signature=structure_signature(state),
               num_params=_num_params(state), state_layout=layout.layout_of(state.params))
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(meta)), force=True)
+  wait_for_saves(manager)  # a failure of the save before this one is reported as its own
+  _check_room(manager, step)
+  _in_flight[manager] = step
+  try:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(meta)), force=True)
+  except Exception as error:
+    raise _save_failed(manager, _in_flight.pop(manager), error) from error
 
 
 def _reason(error: Exception) -> str:

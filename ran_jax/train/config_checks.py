@@ -21,7 +21,7 @@ from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STR
 from ran_jax.models.network import REMAT, REMAT_POLICIES
 from ran_jax.train.optim import SCHEDULES
 
-DTYPES = ('float32', 'bfloat16', 'float16')
+DTYPES = ('float32', 'bfloat16')
 POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'image_size', 'eval_image_size',
                  'shuffle_buffer', 'prefetch_to_device', 'log_every_steps', 'eval_every_steps',
                  'checkpoint_every_steps', 'lr_reference_batch_size')
@@ -83,6 +83,10 @@ def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
 def _check_names(config: ml_collections.ConfigDict) -> None:
   _choice('model.name', config.model.name, list_models())
   _choice('dataset', config.dataset, [*sorted(DATASETS), synthetic.NAME])
+  if config.dtype == 'float16':
+    _fail('dtype', config.dtype, 'training in float16 would need loss scaling, which this '
+          'trainer does not do; use bfloat16 (the range of float32 at half the memory) or '
+          'float32')
   _choice('dtype', config.dtype, DTYPES)
   _choice('schedule', config.schedule, SCHEDULES)
   if config.data_dir is not None and not (isinstance(config.data_dir, str) and config.data_dir):
@@ -200,4 +204,8 @@ def _check_workdir(workdir: str) -> None:
       if not ancestor.is_dir():
         where = 'it is a file' if ancestor == path else f'{ancestor} is a file'
         _fail('workdir', workdir, f'{where}; give a directory (it is created if missing)')
-      return
+      break
+  checkpoints = path / 'checkpoints'
+  if checkpoints.exists() and not checkpoints.is_dir():
+    _fail('workdir', workdir, f'{checkpoints} is a file where the checkpoints directory goes; '
+          'move it away or give another --workdir')

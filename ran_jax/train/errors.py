@@ -26,3 +26,35 @@ class Preempted(Exception):
 
   def __init__(self, message: str):
     super().__init__(message)
+
+
+class WorkdirError(TrainingError):
+  """The work directory can't be created, written or used."""
+
+
+class CheckpointSaveError(TrainingError):
+  """A checkpoint could not be written (no space, a read-only or broken file system)."""
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+  """The first OSError in `error`, its causes and contexts, or the groups among them."""
+  seen, todo = set(), [error]
+  while todo:
+    current = todo.pop(0)
+    if current is None or id(current) in seen:
+      continue
+    seen.add(id(current))
+    if isinstance(current, OSError) and current.strerror:
+      return current
+    todo.extend(getattr(current, 'exceptions', ()))  # ExceptionGroup
+    todo.extend((current.__cause__, current.__context__))
+  return None
+
+
+def describe_os_error(error: OSError) -> str:
+  """`error` as 'no space left on device (PATH)': the cause in words, then the path."""
+  if not error.strerror:
+    return str(error)
+  reason = error.strerror[:1].lower() + error.strerror[1:]
+  paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+  return f'{reason} ({", ".join(paths)})' if paths else reason

@@ -18,7 +18,7 @@ from ran_jax.models import model_costs
 from ran_jax.train import checkpoint, config_checks, experiment, optim, restore, workdir_lock
 from ran_jax.train import writers
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.errors import NonFiniteError, Preempted
+from ran_jax.train.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.stop_signals import StopSignals
 
@@ -51,7 +51,8 @@ class Run:
 def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
            cleanup: contextlib.ExitStack) -> Run:
   mesh = mesh_lib.make_mesh()
-  pipeline = experiment.make_input(config)
+  with stop.interruptible('while loading the dataset'):  # preparing it can take hours
+    pipeline = experiment.make_input(config)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
@@ -153,6 +154,15 @@ def _report_evaluation(run: Run, step: int, values: dict[str, Any]) -> dict[str,
   return results
 
 
+def _make_workdir(workdir: str) -> None:
+  try:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise WorkdirError(f'Cannot create the work directory {workdir}: '
+                       f'{describe_os_error(error)}. Give a --workdir where you can write.'
+                       ) from error
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
@@ -165,10 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     'none was found.')
   if config.eval_only and not checkpoint.has_steps(workdir):  # before any data or model work
     raise no_checkpoint
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  with contextlib.ExitStack() as cleanup:  # unwinds: checkpoints, signals, lock
-    cleanup.enter_context(workdir_lock.hold(workdir))
+  _make_workdir(workdir)
+  with contextlib.ExitStack() as cleanup:  # unwinds: checkpoints, lock, signals
     stop = cleanup.enter_context(StopSignals())
+    cleanup.enter_context(workdir_lock.hold(workdir))
     run = _setup(config, workdir, stop, cleanup)
     _log_model(run)
     if config.eval_only:
@@ -215,7 +225,7 @@ def _train(run: Run) -> dict[str, Any]:
     if save_now or stopping:
       checkpoint.save(run.manager, step, run.state, _input_state(config, step))
     if stopping:
-      run.manager.wait_until_finished()
+      checkpoint.wait_for_saves(run.manager)
       raise Preempted(f'Stopped by {run.stop.received} at step {step}; its checkpoint is '
                       f'saved in {run.manager.directory}. Run the same command to resume.')
   if results is None:  # already trained to the end earlier: evaluate what was restored

@@ -23,7 +23,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from ran_jax.train.errors import WorkdirBusyError
+from ran_jax.train.errors import WorkdirBusyError, WorkdirError, describe_os_error
 
 LOCK_NAME = 'run.lock'
 HEARTBEAT_SECONDS = 30.0
@@ -92,17 +92,25 @@ def _agree(problem: str) -> str:
   busy = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
   if problem or not int(busy):
     return problem
-  return 'The work directory is in use by another run (see the log of process 0).'
+  return ('Process 0 could not take the lock of the work directory: it is in use by another '
+          'run or cannot be written (see the log of process 0).')
 
 
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
   """Holds the lock of `workdir` for the enclosed run; raises WorkdirBusyError if taken."""
   path = epath.Path(workdir) / LOCK_NAME
-  problem, record = _try_acquire(path) if jax.process_index() == 0 else ('', {})
+  failure = None
+  try:
+    problem, record = _try_acquire(path) if jax.process_index() == 0 else ('', {})
+  except OSError as error:  # told to the other processes too, not raised before _agree
+    failure = WorkdirError(f'Cannot write the lock file of the work directory {workdir}: '
+                           f'{describe_os_error(error)}. The work directory must be writable; '
+                           'give another --workdir.')
+    problem, record = str(failure), {}
   problem = _agree(problem)
   if problem:
-    raise WorkdirBusyError(problem)
+    raise failure or WorkdirBusyError(problem)
   stop = threading.Event()
 
   def beat() -> None:
