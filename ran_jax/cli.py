@@ -7,6 +7,7 @@ The tools that read or write a run also call `define_workdir_flag()`.
 """
 
 import logging as std_logging
+import os
 import re
 import sys
 from typing import NoReturn
@@ -37,24 +38,31 @@ def define_workdir_flag() -> None:
     flags.mark_flags_as_required(['workdir'])
 
 
-class QuietCheckpointer(std_logging.Filter):
-  """Keeps Orbax's routine INFO lines out of the log, and the tracebacks of a failed save.
+class QuietRoutineLogs(std_logging.Filter):
+  """Keeps the libraries' routine INFO lines out of the log, and the tracebacks of a save that
+  failed.
 
-  A save that fails (a full disk, say) is logged by Orbax's threads with a traceback each, and
-  its background tasks by asyncio; the trainer reports it once, in its closing error line.
+  Orbax reports each save and restore, TFDS each dataset it opens and clu each progress note;
+  the trainer writes its own line per log step. A save that fails (a full disk, say) is logged
+  by Orbax's threads with a traceback each, and its background tasks by asyncio; the trainer
+  reports it once, in its closing error line.
   """
+
+  ROUTINE = ('orbax', 'tensorflow_datasets', os.path.join('clu', 'platform'))
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.name == 'asyncio' and record.getMessage().startswith('Task exception'):
       return False
-    if 'orbax' not in record.pathname:
+    if not any(part in record.pathname for part in self.ROUTINE):
       return True
-    return record.levelno >= std_logging.WARNING and not record.exc_info
+    return record.levelno >= std_logging.WARNING and not (
+        record.exc_info and 'orbax' in record.pathname)
 
 
 def quiet_routine_logs() -> None:
-  """Keeps Orbax's routine INFO lines and JAX's platform search out of the log."""
-  logging.get_absl_handler().addFilter(QuietCheckpointer())
+  """Keeps the libraries' routine lines (`QuietRoutineLogs`) and JAX's platform search out of
+  the log."""
+  logging.get_absl_handler().addFilter(QuietRoutineLogs())
   # JAX reports at INFO that it found no TPU; that is no news on a GPU or CPU host.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
 

@@ -7,7 +7,7 @@ Shared by `ran_jax.predict`, `ran_jax.visualize` and the training loop's mask im
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import flax.traverse_util
@@ -18,8 +18,10 @@ import tensorflow_datasets as tfds
 
 from ran_jax.attention_grid import PREDICTIONS_SHOWN, Row
 from ran_jax.data import images as images_lib
-from ran_jax.inference_model import InferenceModel
 from ran_jax.models import layout
+
+if TYPE_CHECKING:  # the loader imports the trainer's restore; the trainer imports this module
+  from ran_jax.inference_model import InferenceModel
 
 REDUCTIONS = ('mean', 'max')
 TOP_K = 5
@@ -37,7 +39,7 @@ class Inputs:
   captions: tuple[str, ...]
 
 
-def load_files(paths: Sequence[str], loaded: InferenceModel) -> Inputs:
+def load_files(paths: Sequence[str], loaded: 'InferenceModel') -> Inputs:
   """Reads and preprocesses image files for `loaded` (as its evaluation does).
 
   Raises `ImageFileError` naming the first file that is missing, not an image, or smaller

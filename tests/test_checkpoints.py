@@ -1,5 +1,6 @@
 """Checkpoint integrity: digests, damaged steps set aside, other-model checkpoints refused."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -97,6 +98,22 @@ def test_digest_covers_every_bit_and_ignores_placement():
   nan = state.replace(params={'dense': {'kernel': kernel.at[0, 0].set(jnp.nan),
                                         'bias': state.params['dense']['bias']}})
   assert checkpoint.state_digest(nan)[1] is False
+
+
+def test_digest_on_the_devices_equals_the_host_computation():
+  """Accelerators reduce the state where it lives, CPUs in NumPy: the same digest either way."""
+  rng = np.random.default_rng(0)
+  leaves = [jnp.asarray(rng.normal(size=(300, 7)), jnp.float32),
+            jnp.asarray(rng.normal(size=(5, 3)), jnp.bfloat16),
+            jnp.asarray(rng.integers(-9, 9, size=11), jnp.int32),
+            jnp.asarray(rng.integers(0, 2, size=4), jnp.bool_), jnp.int32(7)]
+  device_sums, device_finite = checkpoint._device_sums(leaves)
+  host_sums, host_finite = checkpoint._host_sums(leaves)
+  np.testing.assert_array_equal(device_sums, host_sums)
+  assert device_finite and host_finite and len(set(host_sums.tolist())) == len(leaves)
+  broken = [*leaves[:4], jnp.float32(np.inf)]
+  assert checkpoint._device_sums(broken)[1] is False and checkpoint._host_sums(broken)[1] is False
+  assert checkpoint.state_digest(leaves)[0] == hashlib.sha256(host_sums.tobytes()).hexdigest()[:32]
 
 
 @pytest.mark.parametrize('damage', [overwrite_bytes, truncate, delete, wrong_digest,

@@ -44,7 +44,7 @@ def assert_stopped(job: Job, workdir, by: str) -> int:
   assert match, job.tail()
   step = int(match[1])
   assert saved_steps(workdir)[-1] == step
-  assert f'[{step}] ' in job.output  # the metrics of the interrupted step are logged
+  assert f'Step {step}/' in job.output  # the metrics of the interrupted step are logged
   assert job.output.count('Stopped by') == 1
   assert 'Traceback' not in job.output and 'Exception ignored' not in job.output
   assert not (workdir / 'run.lock').exists()

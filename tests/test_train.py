@@ -20,12 +20,11 @@ from training_jobs import QUICK_FIELDS
 from configs import cifar, digits_attention56, fake_data_benchmark, imagenet_attention92
 from ran_jax.data import device_batches, synthetic
 from ran_jax.data.pipeline import InputPipeline
-from ran_jax.train import checkpoint, config_checks, experiment, loop, optim
+from ran_jax.train import checkpoint, config_checks, experiment, loop, optim, steps
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.checkpoint import CheckpointError
 from ran_jax.train.errors import Preempted
-from ran_jax.train.state import create_train_state, train_state_factory
-from ran_jax.train.steps import jit_steps
+from ran_jax.train.state import shardings_of, train_state_factory
 
 # Two narrow stages (the mask branches still pool twice), so that each run compiles quickly.
 TINY_NETWORK = dict(stem_width=8, stage_widths=(16, 32), modules_per_stage=(1, 1),
@@ -57,18 +56,31 @@ def relative_difference(a, b) -> float:
   return float(optax.tree.norm(diff) / optax.tree.norm(b))
 
 
-def train_three_steps(devices, dtype):
-  """(losses, parameter update, BatchNorm statistics, compilations) of 3 steps on `devices`."""
+def train_three_steps(devices, dtype, monkeypatch):
+  """(losses, parameter update, BatchNorm statistics, traces) of 3 steps on `devices`.
+
+  Traces are counted by wrapping the step function that `jit_steps` jits: each trace is one
+  call of it, and each trace is one compilation.
+  """
+  traces = []
+
+  def counted(*args, **kwargs):
+    traces.append(1)
+    return real_train_step(*args, **kwargs)
+
+  real_train_step = steps.train_step
+  monkeypatch.setattr(steps, 'train_step', counted)
   model = tiny_model('attention56_cifar', dtype=dtype, **TINY_NETWORK)
   schedule = optax.constant_schedule(np.float32(0.05))  # keeps float32 updates under x64
   tx = optim.make_optimizer(digits_attention56.get_config(), schedule)
   rng = np.random.default_rng(0)
   mesh = mesh_lib.make_mesh(devices)
-  state, shardings = create_train_state(model, tx, mesh, (8, 8, 1), seed=0)
+  init, target = train_state_factory(model, tx, mesh, (8, 8, 1), seed=0)
+  state, shardings = init(), shardings_of(target)
   assert state.params['stem_conv']['kernel'].sharding.device_set == set(devices)
   initial = jax.device_get(state.params)
-  train_step, _ = jit_steps(shardings, mesh_lib.data_sharding(mesh), mesh_lib.replicated(mesh),
-                            schedule)
+  train_step, _ = steps.jit_steps(shardings, mesh_lib.data_sharding(mesh),
+                                  mesh_lib.replicated(mesh), schedule)
   losses = []
   for _ in range(3):
     batch = {'image': rng.normal(size=(32, 8, 8, 1)).astype(np.float32),
@@ -78,10 +90,11 @@ def train_three_steps(devices, dtype):
     losses.append(float(metrics['loss']))
   assert int(state.step) == 3
   update = jax.tree.map(lambda new, old: new - old, jax.device_get(state.params), initial)
-  return losses, update, jax.device_get(state.batch_stats), train_step._cache_size()
+  monkeypatch.undo()
+  return losses, update, jax.device_get(state.batch_stats), len(traces)
 
 
-def test_eight_devices_match_one_device_and_compile_once():
+def test_eight_devices_match_one_device_and_compile_once(monkeypatch):
   """Same global batches on 1 and 8 devices: same losses, updates and BatchNorm statistics.
 
   The deep, narrow test network amplifies float32 rounding (an input within 1e-7 of a ReLU
@@ -89,20 +102,15 @@ def test_eight_devices_match_one_device_and_compile_once():
   optimizer state stay float32).
   """
   with jax.enable_x64(True):
-    losses_1, update_1, stats_1, compiled_1 = train_three_steps(jax.devices()[:1], jnp.float64)
-    losses_8, update_8, stats_8, compiled_8 = train_three_steps(jax.devices()[:8], jnp.float64)
+    losses_1, update_1, stats_1, compiled_1 = train_three_steps(jax.devices()[:1], jnp.float64,
+                                                                monkeypatch)
+    losses_8, update_8, stats_8, compiled_8 = train_three_steps(jax.devices()[:8], jnp.float64,
+                                                                monkeypatch)
   assert compiled_1 == compiled_8 == 1
   assert {leaf.dtype for leaf in jax.tree.leaves(update_8)} == {np.dtype(np.float32)}
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-6)
   assert relative_difference(update_8, update_1) < 1e-5
   assert relative_difference(stats_8, stats_1) < 1e-5
-
-
-def test_batch_not_divisible_by_devices():
-  with pytest.raises(ValueError, match=r'batch_size=12 must be a positive multiple.*\(8\)'):
-    mesh_lib.check_batch_size(12, mesh_lib.make_mesh())
-  with pytest.raises(ValueError, match=r'--config.eval_batch_size=96'):
-    mesh_lib.check_batch_size(100, mesh_lib.make_mesh(), 'eval_batch_size')
 
 
 @pytest.fixture(scope='module')

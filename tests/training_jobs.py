@@ -92,7 +92,7 @@ class Job:
   def wait_for_step(self, at_least: int) -> int:
     """Blocks until the training metrics of a step >= `at_least` are logged; that step."""
     while True:
-      step = int(self.wait_for(r'\[(\d+)\] .*train/loss')[1])
+      step = int(self.wait_for(r'Step (\d+)/\d+ .*: loss ')[1])
       if step >= at_least:
         return step
 

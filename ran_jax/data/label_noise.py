@@ -31,8 +31,3 @@ def label_shifts(num_examples: int, num_classes: int, rate: float, seed: int) ->
   noisy = rng.permutation(num_examples)[:count]
   shifts[noisy] = rng.integers(1, num_classes, size=count, dtype=np.int32)
   return shifts
-
-
-def noisy_labels(labels: np.ndarray, shifts: np.ndarray, num_classes: int) -> np.ndarray:
-  """`labels` with their `shifts` applied."""
-  return (labels + shifts) % num_classes

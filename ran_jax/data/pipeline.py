@@ -187,8 +187,11 @@ class InputPipeline:
     counts = [count_examples(self.builder, split) for split in splits]
     local_batch = config.eval_batch_size // config.process_count
     num_batches = max(1, math.ceil(max(counts) / local_batch))
+    # No TFDS auto-cache: the mask images read only the first few examples, and a partly read
+    # cache is discarded with a warning on every run.
     ds = self.builder.as_dataset(split=splits[config.process_index], shuffle_files=False,
-                                 decoders=_decoders(self.spec))
+                                 decoders=_decoders(self.spec),
+                                 read_config=tfds.ReadConfig(try_autocache=False))
     ds = ds.map(self._eval_example, num_parallel_calls=AUTOTUNE)
     padding = tf.data.Dataset.from_tensors(
         tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))

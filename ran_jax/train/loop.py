@@ -266,7 +266,8 @@ def _write_train_metrics(run: Run, step: int, pending: list, meter: _Throughput)
   """Writes the metrics of the steps up to `step`; NonFiniteError if the loss diverged."""
   if not pending:
     return
-  values = {f'train/{k}': v for k, v in mean_train_metrics(pending).items()}
+  means = mean_train_metrics(pending)
+  values = {f'train/{k}': v for k, v in means.items()}
   if not all(math.isfinite(v) for v in values.values()):
     first = step - len(pending) + 1
     latest = run.manager.latest_step()
@@ -275,5 +276,7 @@ def _write_train_metrics(run: Run, step: int, pending: list, meter: _Throughput)
     raise NonFiniteError(
         f'The training loss became non-finite at step {step} (mean loss of steps {first}-{step}: '
         f'{values["train/loss"]}); {kept}. Lower the learning rate or check the input data.')
-  values['train/images_per_second'] = meter.rate()
+  values['train/images_per_second'] = rate = meter.rate()
   run.writer.write_scalars(step, values)
+  logging.info('%s', writers.progress_line(step, run.num_train_steps, means, rate,
+                                            run.config.batch_size))

@@ -20,13 +20,3 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
-
-
-def check_batch_size(global_batch: int, mesh: Mesh, field: str = 'batch_size') -> None:
-  """A clear error when a global batch can't be split evenly over the devices."""
-  devices = mesh.devices.size
-  if global_batch <= 0 or global_batch % devices:
-    raise ValueError(
-        f'{field}={global_batch} must be a positive multiple of the number of devices '
-        f'({devices}); for example '
-        f'--config.{field}={max(1, global_batch // devices) * devices}.')

@@ -43,10 +43,3 @@ def train_state_factory(model: nn.Module, tx: optax.GradientTransformation, mesh
 def shardings_of(target: TrainState) -> Any:
   """The shardings carried by an abstract state."""
   return jax.tree.map(lambda x: x.sharding, target)
-
-
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
-                       image_shape: tuple[int, int, int], seed: int) -> tuple[TrainState, Any]:
-  """A freshly initialised, replicated train state and its shardings."""
-  init, target = train_state_factory(model, tx, mesh, image_shape, seed)
-  return init(), shardings_of(target)

@@ -1,15 +1,15 @@
-"""The metric writer and progress report of a run: clu's, or log lines where clu can't load.
+"""The metric writer and progress hooks of a run.
 
-clu's writers (TensorBoard event files and log lines) and its `ReportProgress` import
-TensorFlow. A run on synthetic data needs no TensorFlow otherwise, so on a machine without it
-(a bare GPU host measuring the trainer) metrics go to the log alone, one line per log step,
-with the same progress and ETA.
+The log has one line per log step, written by the training loop (`progress_line`); the writer
+here only writes TensorBoard event files (clu's `SummaryWriter`, on process 0). clu's writers
+and its `ReportProgress` import TensorFlow: a run on synthetic data needs no TensorFlow
+otherwise, so on a machine without it (a bare GPU host measuring the trainer) the writer writes
+nothing and the log line is all there is.
 """
 
 import contextlib
 import importlib.util
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -19,14 +19,14 @@ def clu_usable() -> bool:
   return all(importlib.util.find_spec(name) is not None for name in ('clu', 'tensorflow'))
 
 
-class LogWriter:
-  """Scalars and texts as log lines; hyperparameters and images are dropped."""
+class NullWriter:
+  """Writes nothing: the metrics of a run without clu are in its log lines only."""
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
+    del step, scalars
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    del step, texts  # the loop logs the same lines itself
+    del step, texts
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     del hparams
@@ -41,35 +41,26 @@ class LogWriter:
     pass
 
 
-class LogProgress:
-  """Every `every_steps` steps: steps per second, the share done and the ETA, in one log
-  line (what clu's `ReportProgress` reports). `timed(name)` leaves a pause out of the rate."""
-
-  def __init__(self, num_train_steps: int, writer: Any, every_steps: int):
-    self.num_train_steps, self.writer, self.every_steps = num_train_steps, writer, every_steps
-    self.last_step, self.last_time, self.paused = None, time.monotonic(), 0.0
+class PauseTimer:
+  """Stands in for clu's `ReportProgress` without clu: only its `timed` (nothing to report)."""
 
   def __call__(self, step: int) -> None:
-    now = time.monotonic()
-    if self.last_step is None:  # the first step holds the compilation: start counting here
-      self.last_step, self.last_time, self.paused = step, now, 0.0
-      return
-    if step % self.every_steps and step != self.num_train_steps:
-      return
-    rate = (step - self.last_step) / max(now - self.last_time - self.paused, 1e-9)
-    eta = (self.num_train_steps - step) / rate if rate > 0 else float('inf')
-    logging.info('%d/%d steps (%.1f%%), %.3g steps/s, ETA %s', step, self.num_train_steps,
-                 100 * step / self.num_train_steps, rate, _duration(eta))
-    self.last_step, self.last_time, self.paused = step, now, 0.0
+    del step
 
   @contextlib.contextmanager
   def timed(self, name: str) -> Iterator[None]:
     del name
-    start = time.monotonic()
-    try:
-      yield
-    finally:
-      self.paused += time.monotonic() - start
+    yield
+
+
+def progress_line(step: int, num_train_steps: int, metrics: Mapping[str, float],
+                  images_per_second: float, batch_size: int) -> str:
+  """The log line of a log step: progress, loss, accuracy, speed and the ETA."""
+  eta = ((num_train_steps - step) * batch_size / images_per_second if images_per_second > 0
+         else float('inf'))
+  return (f'Step {step}/{num_train_steps} ({100 * step / num_train_steps:.1f}%): loss '
+          f'{metrics["loss"]:.4g}, top-1 {100 * metrics["top1_accuracy"]:.2f}%, '
+          f'{images_per_second:,.0f} images/s, ETA {_duration(eta)}')
 
 
 def _duration(seconds: float) -> str:
@@ -81,24 +72,27 @@ def _duration(seconds: float) -> str:
 
 
 def create_writer(workdir: str, *, just_logging: bool) -> Any:
-  """clu's default writer (TensorBoard files in `workdir` unless `just_logging`), or a
-  `LogWriter` where clu can't be imported."""
+  """clu's TensorBoard writer of `workdir` (writing in the background), or a `NullWriter` where
+  there is nothing to write: `just_logging` (processes other than 0) or no clu."""
+  if just_logging:
+    return NullWriter()
   if clu_usable():
     from clu import metric_writers
-    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
   logging.warning('TensorFlow is not installed, so clu cannot write TensorBoard files: the '
                   'metrics go to the log only.')
-  return LogWriter()
+  return NullWriter()
 
 
 def progress_hooks(num_train_steps: int, writer: Any, every_steps: int,
                    profile_dir: str | None = None) -> list[Callable[[int], None]]:
-  """The per-step hooks: progress with ETA first (it has `timed`), then the profiler when
-  `profile_dir` is given."""
+  """The per-step hooks: clu's progress report first (steps/s and uptime to TensorBoard; it
+  has `timed`, which leaves pauses out of the rate), then the profiler when `profile_dir` is
+  given."""
   if not clu_usable():
     if profile_dir:
       logging.warning('Profiling needs clu and TensorFlow; this run is not profiled.')
-    return [LogProgress(num_train_steps, writer, every_steps)]
+    return [PauseTimer()]
   from clu import periodic_actions
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
                                            every_steps=every_steps, every_secs=None)]
