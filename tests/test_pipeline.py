@@ -217,6 +217,17 @@ def test_missing_dataset_says_what_to_do(tmp_path):
   assert 'python3 -m ran_jax.data.prepare --dataset=imagenet2012' in str(error.value)
 
 
+def test_several_processes_do_not_prepare_a_download_themselves(tmp_path):
+  """CIFAR with no network needed to tell: every process refuses before any download."""
+  with pytest.raises(DatasetUnavailableError) as error:
+    make('cifar10', data_dir=str(tmp_path), process_count=2, process_index=1)
+  assert str(error.value) == (
+      f'cifar10 is not prepared in {tmp_path}; run `python3 -m ran_jax.data.prepare '
+      f'--dataset=cifar10 --data_dir={tmp_path}` first (on every host whose data_dir is its '
+      'own).')
+  assert not (tmp_path / 'downloads').exists()
+
+
 def test_missing_files_say_what_to_do(tmp_path):
   builder = digits_builder.prepare_digits(str(tmp_path))
   for instruction in builder.info.splits['train'].file_instructions:

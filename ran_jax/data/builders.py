@@ -139,5 +139,6 @@ def load_builder(spec: DatasetSpec, data_dir: str | None,
   if not is_prepared(builder):
     raise DatasetUnavailableError(
         f'{spec.tfds_name} is not prepared in {builder.data_dir_root}; run '
-        f'`{_prepare_command(spec, builder, None)}` first.')
+        f'`{_prepare_command(spec, builder, None)}` first (on every host whose data_dir is '
+        'its own).')
   return builder

@@ -212,9 +212,14 @@ class InputPipeline:
 
 
 def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.DatasetBuilder:
-  """Process 0 prepares the dataset if needed; the others wait for it, then load it."""
+  """The prepared dataset. One process prepares it if needed. With several, only an embedded
+  one is prepared, by process 0 while the others wait; any other must be prepared before the
+  run (hours for ImageNet, with every other host idle, and a host-local data_dir would leave
+  the other hosts without it)."""
   if config.process_count == 1:
     return load_builder(spec, config.data_dir)
+  if not spec.embedded:
+    return load_builder(spec, config.data_dir, prepare_if_needed=False)
   from jax.experimental import multihost_utils
   builder = load_builder(spec, config.data_dir) if config.process_index == 0 else None
   multihost_utils.sync_global_devices(f'ran_jax: {spec.tfds_name} prepared')
