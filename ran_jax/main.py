@@ -89,15 +89,10 @@ def main(argv: list[str]) -> None:
       jax.distributed.initialize(**distributed)
     except (RuntimeError, ValueError) as error:
       cli.fail(f'jax.distributed.initialize() failed: {error}')
-  from ran_jax.train import config_checks
-  try:  # before TensorFlow is even imported: a bad value stops at once
-    config_checks.validate(FLAGS.config, FLAGS.workdir)
-  except ValueError as error:
-    cli.fail(error)
   from ran_jax.data.datasets import DatasetUnavailableError
   from ran_jax.train.errors import Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
-  try:
+  try:  # checks the config first, before TensorFlow is imported: a bad value stops at once
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Preempted as stop:
     _end(str(stop), EXIT_PREEMPTED)
