@@ -3,18 +3,22 @@
 
 `load_for_inference` restores the latest checkpoint through the loader training resumes with
 (`ran_jax.train.restore.restore_train_state`), and adds what inference needs: the input
-normalisation, the class names, the channel count and the eval image size.
+normalisation, the class names, the channel count and the eval image size. `load_files` reads
+image files as its evaluation would.
 """
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 
 from ran_jax.data import builders, normalize, synthetic
+from ran_jax.data import images as images_lib
 from ran_jax.data import pipeline as pipeline_lib
 from ran_jax.data.datasets import get_spec
+from ran_jax.masks.forward import Inputs
 from ran_jax.models import ResidualAttentionNetwork
 from ran_jax.train import checkpoint, restore
 from ran_jax.train import mesh as mesh_lib
@@ -59,18 +63,17 @@ class _DataInfo:
   steps_per_epoch: float
 
 
-def _data_info(config: ml_collections.ConfigDict, pipeline: Any) -> _DataInfo:
+def _data_info(config: ml_collections.ConfigDict,
+               pipeline: pipeline_lib.InputPipeline | None) -> _DataInfo:
   """What inference needs from the dataset; the 'small' recipe needs its mean image."""
   if pipeline is not None:
-    names = pipeline.builder.info.features['label'].names
-    return _DataInfo(tuple(names), pipeline.channels, pipeline.spec.recipe, pipeline.spec.pad,
-                     pipeline.device_input_fn(),
+    return _DataInfo(pipeline.class_names, pipeline.channels, pipeline.spec.recipe,
+                     pipeline.spec.pad, pipeline.device_input_fn(),
                      pipeline.num_train_examples / config.batch_size)
   if config.dataset == synthetic.NAME:
-    return _DataInfo(tuple(str(i) for i in range(synthetic.NUM_CLASSES)),
-                     synthetic.SyntheticInput.channels, 'imagenet', 0,
-                     normalize.imagenet_normalizer(),
-                     synthetic.NUM_TRAIN_EXAMPLES / config.batch_size)
+    fake = synthetic.SyntheticInput
+    return _DataInfo(fake.class_names, fake.channels, 'imagenet', 0,
+                     normalize.imagenet_normalizer(), fake.num_train_examples / config.batch_size)
   spec = get_spec(config.dataset)
   mean = None
   if spec.recipe == 'imagenet':  # the class names are in the code: no data needed
@@ -106,7 +109,7 @@ def _missing(workdir: str) -> MissingCheckpointError:
 
 
 def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
-                       pipeline: Any = None) -> InferenceModel:
+                       pipeline: pipeline_lib.InputPipeline | None = None) -> InferenceModel:
   """The network of the latest checkpoint in `workdir`, on this host's first device.
 
   `pipeline`: the run's `InputPipeline` when one is built anyway (its normalisation and
@@ -132,3 +135,18 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
       step=int(jax.device_get(state.step)), normalizer=info.normalizer,
       class_names=info.class_names, channels=info.channels, image_size=config.eval_image_size,
       recipe=info.recipe, pad=info.pad)
+
+
+def load_files(paths: Sequence[str], loaded: InferenceModel) -> Inputs:
+  """Reads and preprocesses image files for `loaded` (as its evaluation does).
+
+  Raises `ImageFileError` naming the first file that is missing, not an image, or smaller
+  than the network's minimum input side (checked before any resizing).
+  """
+  images = []
+  for path in paths:
+    pixels = images_lib.read_image(path, loaded.channels)
+    images_lib.check_min_side(pixels, path, loaded.model.min_input_size)
+    images.append(images_lib.eval_pixels(pixels, loaded.recipe, loaded.image_size))
+  batch = images_lib.eval_batch(images, loaded.pad)
+  return Inputs(batch, batch['image'], tuple(paths))

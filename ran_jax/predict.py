@@ -37,15 +37,15 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def predictions(paths: list[str]) -> list[dict]:
   """The top-5 classes of each image file, as printed by --json."""
-  from ran_jax import inference
-  from ran_jax.inference_model import load_for_inference
+  from ran_jax.inference_model import load_files, load_for_inference
+  from ran_jax.masks.forward import make_forward, top_classes
   loaded = load_for_inference(FLAGS.config, FLAGS.workdir)
-  inputs = inference.load_files(paths, loaded)
-  forward = inference.make_forward(loaded.model, loaded.normalizer)
+  inputs = load_files(paths, loaded)
+  forward = make_forward(loaded.model, loaded.normalizer)
   probabilities, _ = forward(loaded.variables, inputs.batch)
   return [{'image': path,
            'top5': [{'class': index, 'name': name, 'probability': probability}
-                    for index, name, probability in inference.top_classes(
+                    for index, name, probability in top_classes(
                         probs, loaded.class_names)]}
           for path, probs in zip(paths, probabilities.tolist(), strict=True)]
 

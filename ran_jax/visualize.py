@@ -20,13 +20,17 @@ image that can't be read or is too small, ...); 2 on a bad command line.
 """
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ml_collections
 from absl import app, flags
 
 from ran_jax import cli
 from ran_jax.cli import EXIT_USAGE, FLAGS
+
+if TYPE_CHECKING:  # imported when run: they import JAX and TensorFlow
+  from ran_jax import inference_model
+  from ran_jax.masks import forward as forward_lib
 
 cli.define_workdir_flag()
 
@@ -51,18 +55,19 @@ def parse_flags(argv: list[str]) -> list[str]:
   return argv
 
 
-def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
+def _inputs(config: ml_collections.ConfigDict, workdir: str
+            ) -> tuple['inference_model.InferenceModel', 'forward_lib.Inputs']:
   """(InferenceModel, Inputs) of the images the flags name."""
-  from ran_jax import inference
+  from ran_jax import inference_model
   from ran_jax.data import builders, synthetic
   from ran_jax.data.datasets import get_spec
-  from ran_jax import inference_model
+  from ran_jax.masks import forward as forward_lib
   from ran_jax.train import experiment
   if FLAGS.image is not None:
     loaded = inference_model.load_for_inference(config, workdir)
-    files = inference.load_files(FLAGS.image, loaded)
+    files = inference_model.load_files(FLAGS.image, loaded)
     captions = tuple(os.path.basename(path) for path in files.captions)
-    return loaded, inference.Inputs(files.batch, files.pixels, captions)
+    return loaded, forward_lib.Inputs(files.batch, files.pixels, captions)
   if config.dataset == synthetic.NAME:
     raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
                      'with --image=FILE instead of --num_examples')
@@ -71,7 +76,7 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
   builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
   pipeline = experiment.make_input(config)
   loaded = inference_model.load_for_inference(config, workdir, pipeline=pipeline)
-  inputs = inference.first_eval_examples(pipeline, FLAGS.num_examples, loaded.class_names)
+  inputs = forward_lib.first_eval_examples(pipeline, FLAGS.num_examples)
   if len(inputs.captions) < FLAGS.num_examples:
     raise ValueError(f'--num_examples={FLAGS.num_examples}, but the eval split of '
                      f'{config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
@@ -81,23 +86,24 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, Any]:
 def main(argv: list[str]) -> None:
   del argv  # checked by parse_flags
   cli.warnings_only()
-  from ran_jax import attention_grid, inference
   from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
+  from ran_jax.masks import forward as forward_lib
+  from ran_jax.masks import grid as grid_lib
   from ran_jax.train.errors import TrainingError
   hide_accelerators_from_tensorflow()
   config, workdir = FLAGS.config, FLAGS.workdir
   out = FLAGS.out or os.path.join(workdir, DEFAULT_OUT)
   try:
     loaded, inputs = _inputs(config, workdir)
-    forward = inference.make_forward(loaded.model, loaded.normalizer, FLAGS.reduce)
+    forward = forward_lib.make_forward(loaded.model, loaded.normalizer, FLAGS.reduce)
     probabilities, masks = forward(loaded.variables, inputs.batch)
-    rows = inference.grid_rows(inputs, probabilities, masks, loaded.class_names)
-    grid = attention_grid.render(rows, loaded.image_size)
+    rows = forward_lib.grid_rows(inputs, probabilities, masks, loaded.class_names)
+    grid = grid_lib.render(rows, loaded.image_size)
   except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,
           TrainingError) as error:
     cli.fail(error)
   try:
-    attention_grid.save_png(grid, out)
+    grid_lib.save_png(grid, out)
   except OSError as error:
     cli.fail(f'could not write {out} ({error}); give a writable --out=FILE.png')
   if not masks:

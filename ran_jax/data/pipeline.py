@@ -87,7 +87,7 @@ def mean_image(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> tf.Tenso
 
 
 class InputPipeline:
-  """Builds the train and eval datasets of one process."""
+  """Builds the train and eval datasets of one process (an `InputSource`)."""
 
   def __init__(self, config: InputConfig):
     for name, size in (('batch_size', config.global_batch_size),
@@ -99,6 +99,7 @@ class InputPipeline:
     self.spec = get_spec(config.dataset)
     self.builder = _load_on_every_process(self.spec, config)
     self.num_classes = self.builder.info.features['label'].num_classes
+    self.class_names = tuple(self.builder.info.features['label'].names)
     self.channels = self.builder.info.features['image'].shape[-1]
     self.num_train_examples = count_examples(self.builder, self.spec.train_split)
     train_split = tfds.split_for_jax_process(

@@ -21,9 +21,10 @@ NUM_TRAIN_EXAMPLES = 1_281_167  # epochs are counted as for ImageNet
 
 
 class SyntheticInput:
-  """Random ImageNet-shaped batches, transferred once; the same interface as InputPipeline."""
+  """Random ImageNet-shaped batches, transferred once (an `InputSource`)."""
 
   num_classes = NUM_CLASSES
+  class_names = tuple(str(i) for i in range(NUM_CLASSES))
   channels = 3
   num_train_examples = NUM_TRAIN_EXAMPLES
 

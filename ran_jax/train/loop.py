@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 from etils import epath
+from jax.sharding import Mesh
 
 from ran_jax.data import synthetic
-from ran_jax.models import model_costs
+from ran_jax.data.source import InputSource
+from ran_jax.models import ResidualAttentionNetwork, model_costs
 from ran_jax.train import checkpoint, config_checks, experiment, optim, restore, workdir_lock
 from ran_jax.train import writers
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
+from ran_jax.train.state import TrainState
 from ran_jax.train.stop_signals import StopSignals
 
 if TYPE_CHECKING:  # imported when used: it needs TensorFlow, which synthetic data does not
@@ -33,14 +37,14 @@ class Run:
   """Everything a training run holds on to."""
   config: ml_collections.ConfigDict
   workdir: str
-  pipeline: Any  # InputPipeline or SyntheticInput
-  model: Any
-  mesh: Any
-  state: Any
+  pipeline: InputSource
+  model: ResidualAttentionNetwork
+  mesh: Mesh
+  state: TrainState
   train_step: Callable
   eval_step: Callable
-  manager: Any
-  writer: Any
+  manager: ocp.CheckpointManager
+  writer: writers.MetricWriter
   stop: StopSignals
   steps_per_epoch: float
   num_train_steps: int
@@ -75,7 +79,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   attention = None
   if config.dataset != synthetic.NAME:  # imports TensorFlow, as the TFDS input does anyway
     from ran_jax.train import attention_images
-    attention = attention_images.make(config, training.model, pipeline)
+    attention = attention_images.make(config, training.model, pipeline, training.target)
   return Run(config, workdir, pipeline, training.model, mesh, state, train_step, eval_step,
              manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
              attention)

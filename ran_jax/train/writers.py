@@ -11,12 +11,28 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 
 def clu_usable() -> bool:
   """True when clu's writers can be imported (they need TensorFlow)."""
   return all(importlib.util.find_spec(name) is not None for name in ('clu', 'tensorflow'))
+
+
+class MetricWriter(Protocol):
+  """What the loop writes metrics through: clu's writers and `NullWriter`."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None: ...
+
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None: ...
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None: ...
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None: ...
+
+  def flush(self) -> None: ...
+
+  def close(self) -> None: ...
 
 
 class NullWriter:
@@ -71,7 +87,7 @@ def _duration(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{secs:02d}s'
 
 
-def create_writer(workdir: str, *, just_logging: bool) -> Any:
+def create_writer(workdir: str, *, just_logging: bool) -> MetricWriter:
   """clu's TensorBoard writer of `workdir` (writing in the background), or a `NullWriter` where
   there is nothing to write: `just_logging` (processes other than 0) or no clu."""
   if just_logging:
@@ -84,7 +100,7 @@ def create_writer(workdir: str, *, just_logging: bool) -> Any:
   return NullWriter()
 
 
-def progress_hooks(num_train_steps: int, writer: Any, every_steps: int,
+def progress_hooks(num_train_steps: int, writer: MetricWriter, every_steps: int,
                    profile_dir: str | None = None) -> list[Callable[[int], None]]:
   """The per-step hooks: clu's progress report first (steps/s and uptime to TensorBoard; it
   has `timed`, which leaves pauses out of the rate), then the profiler when `profile_dir` is

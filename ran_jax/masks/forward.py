@@ -1,5 +1,5 @@
-"""A restored network on images: its class probabilities and the soft mask of each attention
-module, from image files or from the first examples of the eval split.
+"""A network on images: its class probabilities and the soft mask of each attention module,
+for image files (`ran_jax.inference_model.load_files`) or the first examples of the eval split.
 
 Shared by `ran_jax.predict`, `ran_jax.visualize` and the training loop's mask images.
 """
@@ -7,7 +7,7 @@ Shared by `ran_jax.predict`, `ran_jax.visualize` and the training loop's mask im
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import flax.linen as nn
 import flax.traverse_util
@@ -16,12 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ran_jax.attention_grid import PREDICTIONS_SHOWN, Row
-from ran_jax.data import images as images_lib
+from ran_jax.data.pipeline import InputPipeline
+from ran_jax.masks.grid import PREDICTIONS_SHOWN, Row
 from ran_jax.models import layout
-
-if TYPE_CHECKING:  # the loader imports the trainer's restore; the trainer imports this module
-  from ran_jax.inference_model import InferenceModel
 
 REDUCTIONS = ('mean', 'max')
 TOP_K = 5
@@ -39,22 +36,7 @@ class Inputs:
   captions: tuple[str, ...]
 
 
-def load_files(paths: Sequence[str], loaded: 'InferenceModel') -> Inputs:
-  """Reads and preprocesses image files for `loaded` (as its evaluation does).
-
-  Raises `ImageFileError` naming the first file that is missing, not an image, or smaller
-  than the network's minimum input side (checked before any resizing).
-  """
-  images = []
-  for path in paths:
-    pixels = images_lib.read_image(path, loaded.channels)
-    images_lib.check_min_side(pixels, path, loaded.model.min_input_size)
-    images.append(images_lib.eval_pixels(pixels, loaded.recipe, loaded.image_size))
-  batch = images_lib.eval_batch(images, loaded.pad)
-  return Inputs(batch, batch['image'], tuple(paths))
-
-
-def first_eval_examples(pipeline: Any, count: int, class_names: Sequence[str]) -> Inputs:
+def first_eval_examples(pipeline: InputPipeline, count: int) -> Inputs:
   """The first `count` (or fewer, if the split is smaller) examples of this process's part of
   the eval split, through the pipeline's own eval dataset."""
   dataset, _ = pipeline.eval_dataset()
@@ -64,7 +46,7 @@ def first_eval_examples(pipeline: Any, count: int, class_names: Sequence[str]) -
     raise ValueError('The eval split has no examples.')
   stacked = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
   batch = {key: value for key, value in stacked.items() if key in ('image', 'crop')}
-  captions = tuple(f'eval {i}: label {class_names[label]}'
+  captions = tuple(f'eval {i}: label {pipeline.class_names[label]}'
                    for i, label in enumerate(stacked['label']))
   return Inputs(batch, stacked['image'].astype(np.float32), captions)
 
