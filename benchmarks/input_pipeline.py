@@ -5,7 +5,9 @@
 Encodes synthetic JPEGs of ImageNet's typical size (random sizes around 460x350, or 500x375;
 quality 90; textured so they compress like photographs: ~105 KB mean, ~120 KB at 500x375), then
 times a tf.data pipeline (repeat, map with the `imagenet_train` or `imagenet_eval` recipe,
-batch, prefetch) on one core and on all cores.
+batch, prefetch) on one core and on all cores. The training pipelines run without tf.data's
+autotuning model (`ran_jax.data.pipeline.without_autotune_model`); `--autotune=both` measures
+all cores with and without it, alternately, to show what that costs.
 Decoding and resizing are measured; reading files and parsing records are not.
 
 One core: the map runs with num_parallel_calls=1 in a private tf.data thread pool of one thread
@@ -28,6 +30,7 @@ import tensorflow as tf
 from cli_args import positive_int
 
 from ran_jax.data import preprocess
+from ran_jax.data.pipeline import without_autotune_model
 
 _OCTAVES = (256, 128, 64, 32, 16, 8, 4, 2)  # cell sizes of the noise layers, in pixels
 
@@ -65,7 +68,7 @@ def synthetic_jpegs(num: int, fixed_size: bool, seed: int = 0) -> list[bytes]:
 
 
 def make_dataset(jpegs: list[bytes], recipe: str, image_size: int, batch_size: int,
-                 one_core: bool) -> tf.data.Dataset:
+                 one_core: bool, autotune_model: bool = False) -> tf.data.Dataset:
   """Infinite batches of preprocessed images; per-example seeds come from a counter."""
   def preprocess_fn(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     if recipe == 'train':
@@ -82,7 +85,8 @@ def make_dataset(jpegs: list[bytes], recipe: str, image_size: int, batch_size: i
   options.threading.private_threadpool_size = 1 if one_core else _num_cores()
   if one_core:
     options.threading.max_intra_op_parallelism = 1
-  return ds.with_options(options)
+  ds = ds.with_options(options)
+  return ds if autotune_model else without_autotune_model(ds)
 
 
 def _num_cores() -> int:
@@ -112,11 +116,12 @@ def _pinned_to_one_cpu(enabled: bool) -> Iterator[None]:
 
 
 def measure(jpegs: list[bytes], recipe: str, image_size: int, one_core: bool, images: int,
-            batch_size: int = 64, warmup_batches: int = 4) -> dict:
+            batch_size: int = 64, warmup_batches: int = 4, autotune_model: bool = False) -> dict:
   """Images/second of one recipe after `warmup_batches` untimed batches."""
   num_batches = max(1, math.ceil(images / batch_size))
   with _pinned_to_one_cpu(one_core):
-    iterator = iter(make_dataset(jpegs, recipe, image_size, batch_size, one_core))
+    iterator = iter(make_dataset(jpegs, recipe, image_size, batch_size, one_core,
+                                 autotune_model))
     for _ in range(warmup_batches):
       next(iterator)
     cpu_start, start = os.times(), time.perf_counter()
@@ -128,7 +133,8 @@ def measure(jpegs: list[bytes], recipe: str, image_size: int, one_core: bool, im
   cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
   cores = 1 if one_core else _num_cores()
   rate = num_batches * batch_size / wall_s
-  return {'recipe': recipe, 'cores': str(cores), 'images_per_s': round(rate, 1),
+  return {'recipe': recipe, 'cores': str(cores), 'autotune_model': autotune_model,
+          'images_per_s': round(rate, 1),
           'images_per_s_per_core': round(rate / cores, 1), 'image_size': image_size,
           'images': num_batches * batch_size, 'wall_s': round(wall_s, 2),
           'cpu_s': round(cpu_s, 2), 'cpu_per_wall': round(cpu_s / wall_s, 2)}
@@ -146,6 +152,9 @@ def main() -> None:
   parser.add_argument('--batch-size', type=positive_int, default=64)
   parser.add_argument('--recipes', default='train,eval')
   parser.add_argument('--cores', default='1,all')
+  parser.add_argument('--autotune', choices=('off', 'both'), default='off',
+                      help="tf.data's autotuning model: off (as trained), or both, alternately")
+  parser.add_argument('--rounds', type=positive_int, default=1, help='repeats of every measure')
   args = parser.parse_args()
   recipes = args.recipes.split(',')
   core_modes = args.cores.split(',')
@@ -161,20 +170,25 @@ def main() -> None:
   print(f'{len(jpegs)} JPEGs ({source_size}), mean {mean_bytes / 1e3:.1f} KB, '
         f'made in {time.perf_counter() - start:.1f} s', flush=True)
 
+  models = (False, True) if args.autotune == 'both' else (False,)
   results = []
-  for recipe in recipes:
-    for mode in core_modes:
-      one_core = mode == '1'
-      images = args.images
-      if one_core:
-        images = args.images_one_core or max(args.batch_size, args.images // 4)
-      result = measure(jpegs, recipe, args.image_size, one_core, images, args.batch_size)
-      result.update(mean_jpeg_bytes=round(mean_bytes), source_size=source_size)
-      results.append(result)
-      print(json.dumps(result), flush=True)
+  for _ in range(args.rounds):
+    for recipe in recipes:
+      for mode in core_modes:
+        one_core = mode == '1'
+        images = args.images
+        if one_core:
+          images = args.images_one_core or max(args.batch_size, args.images // 4)
+        for autotune_model in models if not one_core else (False,):
+          result = measure(jpegs, recipe, args.image_size, one_core, images, args.batch_size,
+                           autotune_model=autotune_model)
+          result.update(mean_jpeg_bytes=round(mean_bytes), source_size=source_size)
+          results.append(result)
+          print(json.dumps(result), flush=True)
   print('summary: ' + '; '.join(
-      f"{r['recipe']} {r['cores']} core(s) {r['images_per_s']:.0f} images/s "
-      f"({r['images_per_s_per_core']:.0f}/core)" for r in results))
+      f"{r['recipe']} {r['cores']} core(s){' autotune model' if r['autotune_model'] else ''} "
+      f"{r['images_per_s']:.0f} images/s ({r['images_per_s_per_core']:.0f}/core)"
+      for r in results))
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""On-device input normalisation gives exactly what the host normalisation gave."""
+"""On-device input normalisation gives what the host normalisation gave, to float32 round-off."""
 
 import jax
 import numpy as np
@@ -27,7 +27,7 @@ def device_input(raw: np.ndarray, pad: int, crop: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize('dataset', ['cifar10', 'digits'])
-def test_small_recipe_matches_host_normalisation_exactly(dataset):
+def test_small_recipe_matches_host_normalisation(dataset):
   spec = DATASETS[dataset]
   size, pad = spec.image_size, spec.pad
   rng = np.random.default_rng(0)
@@ -42,16 +42,17 @@ def test_small_recipe_matches_host_normalisation_exactly(dataset):
   on_device = jax.jit(normalizer)({'image': sent, 'crop': crops})
   expected = np.stack([host_small(r, mean, pad, c) for r, c in zip(raw, crops, strict=True)])
   assert on_device.dtype == np.float32
-  np.testing.assert_array_equal(np.asarray(on_device), expected)
+  np.testing.assert_allclose(np.asarray(on_device), expected, rtol=0, atol=1e-6)
   assert (expected[1][:, :pad] == 0).all()  # the padding stays zero after normalisation
+  assert (np.asarray(on_device)[1][:, :pad] == 0).all()
 
 
 @pytest.mark.parametrize('dtype', [np.uint8, np.float32])
-def test_imagenet_recipe_matches_host_normalisation_exactly(dtype):
+def test_imagenet_recipe_matches_host_normalisation(dtype):
   rng = np.random.default_rng(1)
   pixels = rng.uniform(0, 255, (4, 24, 24, 3))
   pixels = pixels.round().astype(dtype) if dtype == np.uint8 else pixels.astype(dtype)
   expected = ((tf.cast(pixels, tf.float32) - tf.constant(normalize.IMAGENET_MEAN)) /
               tf.constant(normalize.IMAGENET_STD)).numpy()
   on_device = jax.jit(normalize.imagenet_normalizer())({'image': pixels})
-  np.testing.assert_array_equal(np.asarray(on_device), expected)
+  np.testing.assert_allclose(np.asarray(on_device), expected, rtol=0, atol=1e-6)

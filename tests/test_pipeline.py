@@ -60,10 +60,9 @@ def test_imagenet_shapes_and_eval_padding(imagenet_dir):
   eval_ds, num_batches = pipeline.eval_dataset()
   batches = list(as_numpy(eval_ds))
   assert num_batches == len(batches) == 3  # 8 examples, batches of 3 -> 9 slots
-  # Evaluation keeps the resize's unrounded float32 pixels (exact evaluation).
+  # Evaluation pixels travel as uint8 too: the resize rounded to whole levels.
   image = batches[0]['image']
-  assert image.shape == (3, 48, 48, 3) and image.dtype == np.float32
-  assert 0 <= image.min() and image.max() <= 255 and (image != np.round(image)).any()
+  assert image.shape == (3, 48, 48, 3) and image.dtype == np.uint8 and image.std() > 10
   assert sum(int(b['mask'].sum()) for b in batches) == 8
 
 

@@ -123,7 +123,7 @@ def test_real_process_prints_one_error_line(run, tmp_path):
 
 def test_decoded_eval_crop_is_the_jpeg_paths():
   """`imagenet_eval` and `imagenet_eval_decoded` cut the same window; the decoded path's
-  pixels are the crop of the whole decoded image, resized."""
+  pixels are the crop of the whole decoded image, resized and rounded to uint8."""
   rng = np.random.default_rng(1)
   for height, width in ((57, 81), (300, 211), (41, 41)):
     window = preprocess.eval_window(tf.constant(height), tf.constant(width), 32).numpy()
@@ -131,11 +131,13 @@ def test_decoded_eval_crop_is_the_jpeg_paths():
     assert window.tolist() == [(height - side + 1) // 2, (width - side + 1) // 2, side, side]
     pixels = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
     top, left = window[:2]
-    expected = tf.image.resize(pixels[top:top + side, left:left + side], (32, 32))
-    decoded = preprocess.imagenet_eval_decoded(tf.constant(pixels), 32)
-    np.testing.assert_array_equal(decoded.numpy(), expected.numpy())
+    expected = tf.image.resize(pixels[top:top + side, left:left + side], (32, 32)).numpy()
+    decoded = preprocess.imagenet_eval_decoded(tf.constant(pixels), 32).numpy()
+    assert decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, np.clip(np.round(expected), 0, 255))
     jpeg = tf.io.encode_jpeg(pixels, quality=95)
     from_jpeg = preprocess.imagenet_eval(jpeg, 32).numpy()
     decoded = preprocess.imagenet_eval_decoded(tf.io.decode_jpeg(jpeg, channels=3), 32)
     assert from_jpeg.shape == (32, 32, 3)
-    assert np.abs(from_jpeg - decoded.numpy()).mean() < 2.0  # libjpeg's edge of a crop
+    assert from_jpeg.dtype == np.uint8
+    assert np.abs(from_jpeg.astype(float) - decoded.numpy()).mean() < 2.0  # libjpeg's crop edge

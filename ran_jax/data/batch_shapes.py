@@ -16,17 +16,16 @@ def batch_shapes(dataset: str, batch_size: int, image_size: int, *,
                  train: bool) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch of `dataset` for the train step (`train`) or the eval step.
 
-  Images are uint8, but ImageNet evaluation sends the resize's float32 pixels; the 'small'
-  recipe adds each example's crop (top, left, flipped); evaluation batches add `mask`.
+  Images are uint8; the 'small' recipe adds each example's crop (top, left, flipped);
+  evaluation batches add `mask`.
   """
   if dataset == synthetic.NAME:
-    channels, image_dtype, small = synthetic.SyntheticInput.channels, np.uint8, False
+    channels, small = synthetic.SyntheticInput.channels, False
   else:
     spec = get_spec(dataset)
     channels, small = spec.channels, spec.recipe == 'small'
-    image_dtype = np.float32 if spec.recipe == 'imagenet' and not train else np.uint8
   shapes = {'image': jax.ShapeDtypeStruct((batch_size, image_size, image_size, channels),
-                                          image_dtype),
+                                          np.uint8),
             'label': jax.ShapeDtypeStruct((batch_size,), np.int32)}
   if small:
     shapes['crop'] = jax.ShapeDtypeStruct((batch_size, 3), np.int32)

@@ -72,7 +72,8 @@ def check_min_side(pixels: np.ndarray, path: str, min_side: int) -> None:
 
 
 def eval_pixels(pixels: np.ndarray, recipe: str, image_size: int) -> np.ndarray:
-  """The evaluation input of decoded `pixels`: (image_size, image_size, C) float32, 0-255."""
+  """The evaluation input of decoded `pixels`: (image_size, image_size, C), 0-255 (uint8 for
+  the 'imagenet' recipe, float32 for 'small')."""
   image = tf.constant(pixels)
   if recipe == 'imagenet':
     return preprocess.imagenet_eval_decoded(image, image_size).numpy()

@@ -1,14 +1,11 @@
 """Normalisation of the input pixels on the devices, inside the jitted steps.
 
 The input pipeline sends pixels unnormalised, as uint8 where they are whole numbers (4x less
-host-to-device traffic and host work than float32), and the devices normalise them in float32
-with the arithmetic the host used (bit for bit on CPUs, tested; GPUs and TPUs use their own
-float32 division). Imports only JAX and NumPy.
+host-to-device traffic and host work than float32), and the devices normalise them in float32.
+Imports only JAX and NumPy.
 
-  * 'imagenet': (pixel - mean) / std per channel (0-255 scale). Training crops arrive as
-    uint8 (the bilinear resize rounded to the nearest level, the one change from normalising
-    on the host); evaluation crops arrive as the resize's float32 output, so evaluation is
-    exactly as with host normalisation.
+  * 'imagenet': (pixel - mean) / std per channel (0-255 scale). Training and evaluation crops
+    arrive as uint8: the bilinear resize rounded to the nearest level.
   * 'small' (CIFAR, digits): pixel / 255 minus the per-pixel mean image of the training split,
     with zeros where the random crop reaches into the padding. The batch carries each
     example's crop (`crop`: top, left, flipped) so the mean image is cropped and flipped the
@@ -45,34 +42,24 @@ class InputNormalizer:
   def __call__(self, batch: dict[str, jax.Array]) -> jax.Array:
     images = batch['image'].astype(jnp.float32)
     if self.recipe == 'imagenet':
-      return divide_exactly(images - jnp.asarray(self.mean, jnp.float32), self.std)
+      return (images - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
     if self.recipe == 'small':
-      return divide_exactly(images, 255.0) - self._cropped_means(batch['crop'], images.shape[1:])
+      return images / 255.0 - self._cropped_means(batch['crop'], images.shape[1:3])
     raise ValueError(f'Unknown input recipe {self.recipe!r}; choose imagenet or small.')
 
-  def _cropped_means(self, crops: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """The mean image cropped and flipped as each example was: a selection among the
-    (2 pad + 1)^2 possible windows (no gather, so it shards like any elementwise op)."""
-    pad, (height, width, _) = self.pad, shape
-    mean = np.pad(np.asarray(self.mean, np.float32), ((pad, pad), (pad, pad), (0, 0)))
-    span = 2 * pad + 1
-    windows = jnp.asarray(np.stack([mean[top:top + height, left:left + width]
-                                    for top in range(span) for left in range(span)]))
-    chosen = (crops[:, 0] * span + crops[:, 1])[:, None] == jnp.arange(span * span)
-    means = jnp.sum(jnp.where(chosen[:, :, None, None, None], windows[None], 0.0), axis=1)
-    return jnp.where(crops[:, 2, None, None, None] > 0, means[:, :, ::-1], means)
-
-
-def divide_exactly(x: jax.Array, divisor: jax.typing.ArrayLike) -> jax.Array:
-  """`x / divisor`, correctly rounded as on the host.
-
-  XLA rewrites a division by a broadcast value into a multiplication by its reciprocal,
-  which can differ in the last bit; a full-size divisor behind an optimisation barrier keeps
-  the true division. The divisor is built from `x` (x * 0 + divisor, exact for finite x) so
-  that it is sharded like `x`.
-  """
-  full = x * 0.0 + jnp.asarray(divisor, x.dtype)
-  return x / jax.lax.optimization_barrier(full)
+  def _cropped_means(self, crops: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """The mean image, zero-padded, cropped at each example's (top, left) and flipped where it
+    was flipped: (N, H, W, C). The rows and columns are picked by one-hot products, which
+    split over the batch like the images (a gather would need its sharding spelt out)."""
+    (height, width), pad = size, self.pad
+    mean = jnp.asarray(np.pad(np.asarray(self.mean, np.float32), ((pad, pad), (pad, pad), (0, 0))))
+    rows = crops[:, 0, None] + jnp.arange(height)
+    columns = jnp.where(crops[:, 2, None] > 0, jnp.arange(width)[::-1], jnp.arange(width))
+    columns = crops[:, 1, None] + columns
+    pick_rows = (rows[:, :, None] == jnp.arange(mean.shape[0])).astype(jnp.float32)
+    pick_columns = (columns[:, :, None] == jnp.arange(mean.shape[1])).astype(jnp.float32)
+    return jnp.einsum('nih,hwc,njw->nijc', pick_rows, mean, pick_columns,
+                      precision=jax.lax.Precision.HIGHEST)
 
 
 def imagenet_normalizer() -> InputNormalizer:

@@ -11,6 +11,11 @@ import tensorflow as tf
 CROP_PADDING = 32  # eval: resize so the centre crop is image_size / (image_size + 32) of it
 
 
+def to_levels(image: tf.Tensor) -> tf.Tensor:
+  """A resize's float32 output rounded to the nearest of the 256 levels, as uint8."""
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
 def _two_seeds(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   seeds = tf.random.experimental.stateless_split(seed, num=2)
   return seeds[0], seeds[1]
@@ -28,7 +33,7 @@ def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int) -> 
   image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
   image = tf.image.resize(image, (image_size, image_size), method='bilinear')
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+  return to_levels(image)
 
 
 def eval_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -42,15 +47,12 @@ def eval_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tens
 
 
 def imagenet_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Centre crop of image_size / (image_size + 32) of the shorter side, decoded directly.
-
-  Returns the bilinear resize's float32 pixels, not rounded, so evaluation is exact.
-  (`imagenet_train` returns uint8: its resize rounded to the nearest level.)
-  """
+  """Centre crop of image_size / (image_size + 32) of the shorter side, decoded directly,
+  resized bilinearly and rounded to uint8 (as `imagenet_train`'s crops)."""
   shape = tf.io.extract_jpeg_shape(image_bytes)
   window = eval_window(shape[0], shape[1], image_size)
   image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  return tf.image.resize(image, (image_size, image_size), method='bilinear')
+  return to_levels(tf.image.resize(image, (image_size, image_size), method='bilinear'))
 
 
 def imagenet_eval_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -58,7 +60,7 @@ def imagenet_eval_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
   shape = tf.shape(image)
   window = eval_window(shape[0], shape[1], image_size)
   image = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
-  return tf.image.resize(image, (image_size, image_size), method='bilinear')
+  return to_levels(tf.image.resize(image, (image_size, image_size), method='bilinear'))
 
 
 def small_eval_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
