@@ -1,21 +1,26 @@
-"""Every bad input to `python -m ran_jax.main` ends within a bounded time with a non-zero exit
-and one clear line last on stderr, without a traceback (`assert_one_closing_line`; the faults of
-the machine are in test_machine_faults.py). Each case is a real process; they run side by side.
+"""Every bad input to `python -m ran_jax.main` ends with a non-zero exit and one clear line
+last on stderr, without a traceback (`assert_one_closing_line`; the faults of the machine are
+in test_machine_faults.py).
 
-Every value check of the config is tested in-process, with its message, in
-test_config_checks.py; here each way a bad value reaches the command line has one case (a
-config check, a model-dependent check, a parse error, an unknown field or flag, the
-distributed flags). (A batch size that divides over the devices also divides over the
-processes, which hold equal numbers of devices; the process check itself is in
-test_config_checks.py.)"""
+Every value check of the config is tested with its message in test_config_checks.py; here each
+way a bad value reaches the command line has one case (a config check, a model-dependent
+check, a parse error, an unknown field or flag, the distributed flags). The cases that stop
+before a run starts go through the entry point's own `parse_flags` and `main` in this process
+(its final `os._exit` becomes a SystemExit); the two that fail after the run has started its
+threads (checkpointer, writer, input) are real processes, which must end by themselves within
+the bound. (A batch size that divides over the devices also divides over the processes, which
+hold equal numbers of devices; the process check itself is in test_config_checks.py.)"""
 
 import concurrent.futures
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
+import jax
 import pytest
+from trained_digits import run_tool, trained
 from training_jobs import BOUND, ROOT, assert_one_closing_line, digits_flags, job_env
 
 DIGITS = '--config=configs/digits_attention56.py'
@@ -45,6 +50,9 @@ SPECIAL = {
     'workdir cannot be created': 'Cannot create the work directory /proc/ran_jax_run',
     'float16': "dtype='float16' is not allowed",
     'eval_only without a checkpoint': 'eval_only needs a checkpoint',
+}
+# Cases in real processes: a run of the trained checkpoint that fails once it has started.
+STARTED = {
     'checkpoint of another width': 'was written for another model or optimizer',
     'non-finite loss': 'training loss became non-finite at step',
 }
@@ -54,16 +62,10 @@ def tiny_run(workdir, data_dir, *extra: str) -> list[str]:
   return [*digits_flags(workdir, data_dir, num_train_steps=2), *extra]
 
 
-def run_main(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'ran_jax.main', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=BOUND, check=False)
-
-
-def special_args(base, data_dir, trained) -> dict[str, list[str]]:
+def special_args(base, data_dir) -> dict[str, list[str]]:
   (base / 'a_file').write_text('not a directory')
-  (base / 'checkpoints').write_text('not a directory')
-  resumable = base / 'resumable'
-  shutil.copytree(trained, resumable)  # the non-finite run goes on from its step 2
+  (base / 'with_file' / 'checkpoints').parent.mkdir()
+  (base / 'with_file' / 'checkpoints').write_text('not a directory')
   return {
       'missing --workdir': [DIGITS],
       'missing --config': [f'--workdir={base / "x"}'],
@@ -71,52 +73,87 @@ def special_args(base, data_dir, trained) -> dict[str, list[str]]:
       'unknown config variant': ['--config=configs/cifar_arl_nal.py:attention57,arl',
                                  f'--workdir={base / "x"}'],
       'workdir is a file': [DIGITS, f'--workdir={base / "a_file"}'],
-      'checkpoints is a file': [DIGITS, f'--workdir={base}'],  # base/checkpoints: below
+      'checkpoints is a file': [DIGITS, f'--workdir={base / "with_file"}'],
       'workdir cannot be created': tiny_run('/proc/ran_jax_run', data_dir),
       'float16': [DIGITS, f'--workdir={base / "x"}', '--config.dtype=float16'],
       'eval_only without a checkpoint': tiny_run(base / 'empty', data_dir,
                                                  '--config.eval_only=True'),
-      'checkpoint of another width': tiny_run(trained, data_dir, '--config.model.stem_width=16'),
-      'non-finite loss': tiny_run(resumable, data_dir, '--config.learning_rate=1e30',
-                                  '--config.num_train_steps=6'),
   }
 
 
 @pytest.fixture(scope='module')
-def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, object]]:
-  """Every case's finished process (and its workdir), run four at a time."""
+def entry_point():
+  """`ran_jax.main`, imported here without its early signal handlers staying installed."""
+  handlers = {signum: signal.getsignal(signum)
+              for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+  from ran_jax import main
+  for signum, handler in handlers.items():
+    signal.signal(signum, handler)
+  return main
+
+
+def run_entry_point(main, args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+  """(exit status, stderr) of `python -m ran_jax.main ARGS`, run in this process."""
+  def exit_now(status: int):
+    raise SystemExit(status)
+
+  monkeypatch.setattr(os, '_exit', exit_now)
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', jax.config.jax_compilation_cache_dir)
+  monkeypatch.chdir(ROOT)  # the config paths are relative to the repository
+  status, out, err = run_tool(main, args, capsys)
+  monkeypatch.undo()
+  return status, out + err
+
+
+@pytest.fixture(scope='module')
+def paths(tmp_path_factory):
   base = tmp_path_factory.mktemp('cli')
-  data_dir, trained = base / 'tfds', base / 'trained'
-  env = job_env()
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-  first = run_main(tiny_run(trained, data_dir), env)  # a checkpoint of step 2
-  assert first.returncode == 0, first.stderr[-3000:]
-  commands = {name: ([DIGITS, f'--workdir={base / name}',
-                      *args], base / name)
-              for name, (args, _) in BAD_VALUES.items()}
-  commands.update({name: (args, None)
-                   for name, args in special_args(base, data_dir, trained).items()})
-  with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    futures = {name: pool.submit(run_main, args, env) for name, (args, _) in commands.items()}
-  results = {name: (future.result(), commands[name][1]) for name, future in futures.items()}
-  results['non-finite loss checkpoints'] = (None, sorted(os.listdir(base / 'resumable' /
-                                                                    'checkpoints')))
-  results['another width checkpoints'] = (None, sorted(os.listdir(trained / 'checkpoints')))
-  return results
+  return base, special_args(base, base / 'tfds')
 
 
 @pytest.mark.parametrize('case', sorted(BAD_VALUES) + sorted(SPECIAL))
-def test_bad_input_gives_one_clear_line(case, outcomes):
-  result, workdir = outcomes[case]
+def test_bad_input_gives_one_clear_line(case, paths, entry_point, capsys, monkeypatch):
+  base, special = paths
+  args = [DIGITS, f'--workdir={base / case}', *BAD_VALUES[case][0]] if case in BAD_VALUES \
+      else special[case]
+  status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
   expected = BAD_VALUES[case][1] if case in BAD_VALUES else SPECIAL[case]
-  stderr = result.stderr
-  assert result.returncode in (1, 2), stderr[-3000:]
-  line = assert_one_closing_line(stderr, result.returncode)
+  assert status in (1, 2), stderr[-3000:]
+  line = assert_one_closing_line(stderr, status)
   assert expected in line, line
   if case in BAD_VALUES:  # refused up front: nothing was created, nothing else was printed
-    assert not workdir.exists() and stderr.strip() == line
+    assert not (base / case).exists() and stderr.strip() == line
 
 
-def test_errors_keep_checkpoints_as_they_were(outcomes):
-  assert outcomes['non-finite loss checkpoints'][1] == ['2']  # no non-finite state saved
-  assert outcomes['another width checkpoints'][1] == ['2']  # not set aside as damaged
+def run_main(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'ran_jax.main', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=BOUND, check=False)
+
+
+@pytest.fixture(scope='module')
+def started(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, list[str]]]:
+  """Each STARTED case's finished process and the checkpoint steps it left, side by side."""
+  run = trained(tmp_path_factory)
+  base = tmp_path_factory.mktemp('started')
+  workdirs = {name: base / name.replace(' ', '_') for name in STARTED}
+  for workdir in workdirs.values():
+    shutil.copytree(run.workdir, workdir)
+  steps = int(run.results['step'])
+  flags = {'checkpoint of another width': ['--config.model.stem_width=16'],
+           'non-finite loss': ['--config.learning_rate=1e30']}
+  env = job_env()
+  with concurrent.futures.ThreadPoolExecutor(len(STARTED)) as pool:
+    futures = {name: pool.submit(run_main, [*digits_flags(
+        workdirs[name], run.data_dir, num_train_steps=steps + 4), *flags[name]], env)
+               for name in STARTED}
+  return {name: (future.result(), sorted(os.listdir(workdirs[name] / 'checkpoints')))
+          for name, future in futures.items()}
+
+
+@pytest.mark.parametrize('case', sorted(STARTED))
+def test_a_run_that_fails_once_started_ends_with_one_line(case, started, tmp_path_factory):
+  result, checkpoints = started[case]
+  line = assert_one_closing_line(result.stderr, result.returncode)
+  assert result.returncode == 1 and STARTED[case] in line, line
+  # No non-finite state was saved, and a checkpoint of another model is not set aside.
+  assert checkpoints == [str(trained(tmp_path_factory).results['step'])]

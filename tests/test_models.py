@@ -15,6 +15,7 @@ from ran_jax import configs as config_table
 from ran_jax.models import (AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch,
                             create_model, list_models)
 from ran_jax.models.units import make_conv, make_norm
+from ran_jax.train.compiler_options import QUICK_COMPILE
 
 IMAGENET_SIZES = [(57, 57), (100, 100), (224, 224), (320, 320), (448, 448), (224, 160)]
 
@@ -122,19 +123,36 @@ def test_arl_identity_when_mask_is_zero():
   assert float(jnp.abs(out - x).max()) > 0  # the module did transform its input
 
 
-def test_nal_differs_from_arl(tiny_variables):
-  model, variables, images = tiny_variables
-  nal = model.clone(attention='nal')
-  assert not np.allclose(model.apply(variables, images), nal.apply(variables, images))
+def test_nal_differs_from_arl():
+  """NAL (H = U_post(M * T)) and ARL (H = U_post((1 + M) * T)) differ on the same variables,
+  and the network passes `attention` to every module."""
+  conv, norm = make_conv(jnp.float32), make_norm(jnp.float32, False, None)
+  unit = functools.partial(PreActBottleneck, conv=conv, norm=norm)
+  arl = AttentionModule(16, unit, conv, norm, poolings=2)
+  x = jax.random.normal(jax.random.key(3), (2, 16, 16, 16))
+  variables = arl.init(jax.random.key(0), x)
+  assert not np.allclose(arl.apply(variables, x), arl.clone(attention='nal').apply(variables, x))
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, AttentionModule) and context.method_name == '__call__':
+      seen.append(context.module.attention)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    output_shape(tiny_model(attention='nal'), 57, 57)
+  assert seen == ['nal'] * 2 * 3  # three modules, in init and in apply
 
 
 def test_bf16_compute_keeps_float32_params_and_logits():
-  model = tiny_model(dtype='bfloat16')
+  model = tiny_model(dtype='bfloat16', stage_widths=(16,), modules_per_stage=(1,),
+                     mask_poolings=(2,))
   images = jnp.ones((2, 32, 32, 3))
-  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
+  quick_jit = functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
+  variables = quick_jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
   dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
   assert dtypes == {jnp.dtype(jnp.float32)}
-  logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
+  logits, updates = quick_jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
       variables, images)
   assert logits.dtype == jnp.float32
   assert {leaf.dtype for leaf in jax.tree.leaves(updates)} == {jnp.dtype(jnp.float32)}
@@ -142,7 +160,8 @@ def test_bf16_compute_keeps_float32_params_and_logits():
 
 def test_batchnorm_momentum_and_epsilon(tiny_variables):
   model, variables, images = tiny_variables
-  _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  _, updates = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']),
+                       compiler_options=QUICK_COMPILE)(variables, images)
   # The stem's BatchNorm starts at mean 0: one update moves it 10% towards the batch mean.
   conv_out = jax.lax.conv_general_dilated(
       images, variables['params']['stem_conv']['kernel'], (2, 2), ((3, 3), (3, 3)),

@@ -10,6 +10,8 @@ import site
 import subprocess
 import sys
 
+from training_jobs import TINY_FLAGS
+
 ABSENT = ('tensorflow', 'tensorflow_datasets', 'clu', 'tensorboard', 'keras', 'tf_keras')
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,10 +36,8 @@ def test_synthetic_training_imports_no_tensorflow_tfds_or_clu(tmp_path):
   workdir = tmp_path / 'run'
   done = subprocess.run(
       [sys.executable, '-S', '-m', 'ran_jax.main', '--config=configs/fake_data_benchmark.py',
-       f'--workdir={workdir}', '--config.model.name=attention56_cifar',
-       '--config.model.stem_width=4', '--config.model.stage_widths=(8,8,8)',
-       '--config.model.p=0', '--config.model.r=0', '--config.image_size=16',
-       '--config.eval_image_size=16', '--config.num_train_steps=3',
+       f'--workdir={workdir}', '--config.model.name=attention56_cifar', *TINY_FLAGS,
+       '--config.image_size=16', '--config.eval_image_size=16', '--config.num_train_steps=3',
        '--config.log_every_steps=1'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -20,7 +20,7 @@ def loss_and_grad(model, variables, images, labels):
   return jax.jit(jax.value_and_grad(loss_fn))(variables['params'])
 
 
-SMALL = dict(stage_widths=(16, 32), modules_per_stage=(1, 1), mask_poolings=(2, 1))
+SMALL = dict(stage_widths=(16,), modules_per_stage=(1,), mask_poolings=(2,))
 
 
 def small_model(**overrides):

@@ -1,5 +1,5 @@
 """`python -m ran_jax.visualize` and the mask images written at evaluation, on a tiny trained
-digits network (two attention modules: stage1/module1 and stage2/module1)."""
+digits network (one attention module: stage1/module1)."""
 
 import numpy as np
 import pytest
@@ -7,11 +7,13 @@ import tensorflow as tf
 from PIL import Image
 from trained_digits import ATTENTION_IMAGES, error_line, run_tool, trained, write_png
 
-from ran_jax import attention_grid, inference, visualize
+from ran_jax import visualize
+from ran_jax.masks import forward as forward_lib
+from ran_jax.masks import grid as grid_lib
 from ran_jax.train.attention_images import IMAGE_KEY
 
-MODULES = 2
-CELL_HEIGHT, CELL_WIDTH = attention_grid.cell_shape(8)
+MODULES = 1
+CELL_HEIGHT, CELL_WIDTH = grid_lib.cell_shape(8)
 
 
 @pytest.fixture(scope='module')
@@ -28,8 +30,8 @@ def cells(grid: np.ndarray) -> list[list[np.ndarray]]:
 
 def picture(cell: np.ndarray) -> np.ndarray:
   """The image part of a cell (below its title)."""
-  top = attention_grid.PAD + attention_grid.TITLE_LINES * attention_grid.LINE
-  return cell[top:-attention_grid.PAD, attention_grid.PAD:-attention_grid.PAD]
+  top = grid_lib.PAD + grid_lib.TITLE_LINES * grid_lib.LINE
+  return cell[top:-grid_lib.PAD, grid_lib.PAD:-grid_lib.PAD]
 
 
 def test_grid_of_image_files(run, tmp_path, capsys):
@@ -80,7 +82,7 @@ def test_mask_images_are_written_at_evaluation(run):
 
 def test_network_without_masks_shows_the_images_only(run, tmp_path, capsys, monkeypatch):
   """As for attention='none', which sows no soft masks: one column and a note."""
-  monkeypatch.setattr(inference, 'soft_masks', lambda intermediates: {})
+  monkeypatch.setattr(forward_lib, 'soft_masks', lambda intermediates: {})
   out = tmp_path / 'plain.png'
   status, stdout, err = run_tool(visualize, [*run.tool_flags(), '--num_examples=3',
                                              f'--out={out}'], capsys)

@@ -2,11 +2,12 @@
 `ran_jax.predict` and `ran_jax.visualize` tools on it in-process."""
 
 import dataclasses
+import logging as std_logging
 import pathlib
 import sys
 
 import numpy as np
-from absl import flags, logging
+from absl import flags
 from PIL import Image
 from test_train import shrink
 from training_jobs import QUICK_FIELDS, ROOT, TINY_FLAGS
@@ -51,8 +52,9 @@ def trained(tmp_path_factory) -> Trained:
 
 def run_tool(module, args: list[str], capsys) -> tuple[int, str, str]:
   """(exit status, stdout, stderr) of the tool `module` run in this process."""
+  absl_logger = std_logging.getLogger('absl')  # (un)parsing --verbosity sets its level
+  level, saved_argv = absl_logger.level, sys.argv
   flags.FLAGS.unparse_flags()
-  verbosity, saved_argv = logging.get_verbosity(), sys.argv
   sys.argv = [module.__name__, *args]  # config_flags reads --config.FIELD from sys.argv
   capsys.readouterr()
   try:
@@ -61,7 +63,7 @@ def run_tool(module, args: list[str], capsys) -> tuple[int, str, str]:
   except SystemExit as stop:
     status = stop.code
   finally:
-    logging.set_verbosity(verbosity)
+    absl_logger.setLevel(level)
     sys.argv = saved_argv
     for name in list(flags.FLAGS):  # defined by parsing --config.FIELD, again next time
       if name.startswith('config.'):
