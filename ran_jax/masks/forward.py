@@ -105,7 +105,7 @@ def top_classes(probabilities: np.ndarray, class_names: Sequence[str],
 
 def grid_rows(inputs: Inputs, probabilities: Any, masks: dict[str, Any],
               class_names: Sequence[str]) -> list[Row]:
-  """The rows of the attention grid (`ran_jax.attention_grid.render`) of a forward's output."""
+  """The rows of the attention grid (`ran_jax.masks.grid.render`) of a forward's output."""
   probabilities = np.asarray(probabilities)
   ordered = in_network_order(masks)
   return [Row(pixels, caption,
