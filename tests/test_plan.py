@@ -11,6 +11,7 @@ import sys
 import jax
 import pytest
 from ml_collections import config_dict
+from training_jobs import TINY_NETWORK
 
 from configs import digits_attention56
 from ran_jax import plan as plan_lib
@@ -120,8 +121,7 @@ def test_search_when_nothing_fits_and_when_compiles_run_out():
 def digits_config(**fields):
   """The digits config with a tiny network (fast compiles), as --config.FIELD would set it."""
   config = digits_attention56.get_config()
-  config.model.stem_width, config.model.stage_widths = 4, (8, 8, 8)
-  config.model.p, config.model.t, config.model.r = 0, 1, 0
+  config.model.update(TINY_NETWORK)
   for key, value in fields.items():
     config[key] = value
   return config_dict.ConfigDict(config.to_dict(), type_safe=False)
