@@ -131,7 +131,7 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
     raise _missing(workdir)
   state = restored.state
   return InferenceModel(
-      model=restored.model, variables={'params': state.params, 'batch_stats': state.batch_stats},
+      model=restored.model, variables=state.variables,
       step=int(jax.device_get(state.step)), normalizer=info.normalizer,
       class_names=info.class_names, channels=info.channels, image_size=config.eval_image_size,
       recipe=info.recipe, pad=info.pad)

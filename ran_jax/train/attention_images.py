@@ -24,10 +24,6 @@ from ran_jax.train.writers import MetricWriter
 IMAGE_KEY = 'attention_masks'
 
 
-def _variables(state: TrainState) -> dict:
-  return {'params': state.params, 'batch_stats': state.batch_stats}
-
-
 class AttentionImages:
   """Renders and writes the mask grid of fixed eval images (on process 0)."""
 
@@ -40,7 +36,7 @@ class AttentionImages:
     self.batch = jax.device_put(self.inputs.batch, self.device)
     on_device = jax.sharding.SingleDeviceSharding(self.device)
     variables = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device), _variables(target))
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device), target.variables)
     self.forward = forward_lib.make_forward(model, pipeline.device_input_fn()).lower(
         variables, self.batch).compile()
 
@@ -48,7 +44,7 @@ class AttentionImages:
     """The grid of `state`'s network as (1, H, W, 3) uint8, from a copy of the state held on
     this process's first device."""
     variables = jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), self.device),
-                             _variables(state))
+                             state.variables)
     probabilities, masks = jax.device_get(self.forward(variables, self.batch))
     rows = forward_lib.grid_rows(self.inputs, probabilities, masks, self.class_names)
     return grid_lib.render(rows, self.inputs.pixels.shape[1])[None]

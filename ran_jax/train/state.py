@@ -18,6 +18,11 @@ class TrainState(train_state.TrainState):
   """Step, parameters and optimizer state, plus BatchNorm statistics."""
   batch_stats: Any = None
 
+  @property
+  def variables(self) -> dict[str, Any]:
+    """The network's variables, as `model.apply` takes them."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
 
 def train_state_factory(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
                         image_shape: tuple[int, int, int], seed: int

@@ -76,8 +76,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, schedule: opta
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
               input_fn: InputFn = raw_images) -> dict[str, jax.Array]:
   """Sums over the real examples of one padded eval batch (padding has mask False)."""
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          input_fn(batch), train=False)
+  logits = state.apply_fn(state.variables, input_fn(batch), train=False)
   labels = batch['label']
   mask = batch['mask'].astype(jnp.float32)
   return {'loss': jnp.sum(cross_entropy(logits, labels) * mask),
