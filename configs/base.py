@@ -103,6 +103,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay_bn_and_bias = True  # as in the original Caffe training
   config.label_smoothing = 0.0
 
+  # Fine-tuning: start from the latest checkpoint of another run's work directory (any
+  # dataset): every variable whose path and shape match is loaded, the others (the classifier,
+  # when the classes differ) are initialised afresh. 'backbone' freezes all but the classifier;
+  # init_lr_scale multiplies the learning rate of the loaded parameters.
+  config.init_from = placeholder(str)
+  config.freeze = 'none'
+  config.init_lr_scale = 1.0
+
   config.log_every_steps = 100
   config.eval_every_steps = 10_000
   config.checkpoint_every_steps = 1_000

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ran_jax.data import synthetic
-from ran_jax.data.datasets import DATASETS
+from ran_jax.data.datasets import DATASETS, FOLDER
 from ran_jax.models import count_params
 from ran_jax.train.config_checks import model_overrides
 
@@ -83,7 +83,8 @@ def describe_model(config: ml_collections.ConfigDict) -> str:
   """The preset name and the architecture fields the config changes."""
   changed = {key: value for key, value in model_overrides(config).items()
              if (key, value) not in (('remat', 'none'), ('remat_policy', 'nothing'))}
-  return ' '.join([config.model.name, *(f'{key}={value}' for key, value in changed.items())])
+  name = config.model.name or 'from the images'
+  return ' '.join([name, *(f'{key}={value}' for key, value in changed.items())])
 
 
 def describe_data(config: ml_collections.ConfigDict) -> str:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
       row = [experiment.file, experiment.variant or '-', describe_model(config),
              describe_data(config), experiment.paper_result]
       if args.params:
-        row.insert(3, f'{param_count(config):,}')
+        row.insert(3, f'{param_count(config):,}' if config.dataset != FOLDER else '-')
       rows.append(row)
   except (FileNotFoundError, ImportError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr)

@@ -14,13 +14,13 @@ from typing import Any
 import jax
 import ml_collections
 
-from ran_jax.data import builders, normalize, synthetic
+from ran_jax.data import builders, normalize, saved_dataset, synthetic
 from ran_jax.data import images as images_lib
 from ran_jax.data import pipeline as pipeline_lib
-from ran_jax.data.datasets import get_spec
+from ran_jax.data.datasets import FOLDER, get_spec
 from ran_jax.masks.forward import Inputs
 from ran_jax.models import ResidualAttentionNetwork
-from ran_jax.train import checkpoint, restore
+from ran_jax.train import checkpoint, experiment, init_from, restore
 from ran_jax.train import mesh as mesh_lib
 
 
@@ -61,19 +61,30 @@ class _DataInfo:
   pad: int
   normalizer: normalize.InputNormalizer
   steps_per_epoch: float
+  image_size: int
+  eval_image_size: int
 
 
-def _data_info(config: ml_collections.ConfigDict,
+def _data_info(config: ml_collections.ConfigDict, workdir: str,
                pipeline: pipeline_lib.InputPipeline | None) -> _DataInfo:
-  """What inference needs from the dataset; the 'small' recipe needs its mean image."""
+  """What inference needs from the dataset; the 'small' recipe needs its mean image, a folder of
+  images what the run saved of it."""
   if pipeline is not None:
     return _DataInfo(pipeline.class_names, pipeline.channels, pipeline.spec.recipe,
                      pipeline.spec.pad, pipeline.device_input_fn(),
-                     pipeline.num_train_examples / config.batch_size)
+                     pipeline.num_train_examples / config.batch_size, pipeline.image_size,
+                     pipeline.eval_image_size)
+  sizes = config.image_size, config.eval_image_size
   if config.dataset == synthetic.NAME:
     fake = synthetic.SyntheticInput
     return _DataInfo(fake.class_names, fake.channels, 'imagenet', 0,
-                     normalize.imagenet_normalizer(), fake.num_train_examples / config.batch_size)
+                     normalize.imagenet_normalizer(), fake.num_train_examples / config.batch_size,
+                     *sizes)
+  if config.dataset == FOLDER:
+    saved = saved_dataset.load(workdir)
+    return _DataInfo(saved.class_names, saved.spec.channels, saved.spec.recipe, saved.spec.pad,
+                     saved.normalizer(), saved.spec.num_train_examples / config.batch_size,
+                     saved.image_size, saved.eval_image_size)
   spec = get_spec(config.dataset)
   mean = None
   if spec.recipe == 'imagenet':  # the class names are in the code: no data needed
@@ -93,7 +104,7 @@ def _data_info(config: ml_collections.ConfigDict,
   examples = pipeline_lib.count_examples(builder, spec.train_split) if prepared else 1
   return _DataInfo(tuple(builder.info.features['label'].names),
                    builder.info.features['image'].shape[-1], spec.recipe, spec.pad, normalizer,
-                   examples / config.batch_size)
+                   examples / config.batch_size, *sizes)
 
 
 def check_has_checkpoint(workdir: str) -> None:
@@ -118,13 +129,17 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
   `CheckpointError` when the checkpoint is of another model or damaged.
   """
   check_has_checkpoint(workdir)  # before any data or model work
-  info = _data_info(config, pipeline)
+  info = _data_info(config, workdir, pipeline)
+  config = experiment.with_data_defaults(config, recipe=info.recipe, image_size=info.image_size,
+                                         eval_image_size=info.eval_image_size)
+  record = init_from.read_record(workdir)
   mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   try:
-    restored = restore.restore_train_state(config, manager, mesh, num_classes=len(info.class_names),
-                                   channels=info.channels, steps_per_epoch=info.steps_per_epoch,
-                                   set_aside=False)  # a reader leaves the run's files as they are
+    restored = restore.restore_train_state(
+        config, manager, mesh, num_classes=len(info.class_names), channels=info.channels,
+        steps_per_epoch=info.steps_per_epoch, groups=record and record.param_groups(),
+        set_aside=False)  # a reader leaves the run's files as they are
   finally:
     checkpoint.close_manager(manager)
   if restored.state is None:
@@ -133,7 +148,7 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
   return InferenceModel(
       model=restored.model, variables=state.variables,
       step=int(jax.device_get(state.step)), normalizer=info.normalizer,
-      class_names=info.class_names, channels=info.channels, image_size=config.eval_image_size,
+      class_names=info.class_names, channels=info.channels, image_size=info.eval_image_size,
       recipe=info.recipe, pad=info.pad)
 
 

@@ -60,7 +60,7 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str
   """(InferenceModel, Inputs) of the images the flags name."""
   from ran_jax import inference_model
   from ran_jax.data import builders, synthetic
-  from ran_jax.data.datasets import get_spec
+  from ran_jax.data.datasets import FOLDER, get_spec
   from ran_jax.masks import forward as forward_lib
   from ran_jax.train import experiment
   if FLAGS.image is not None:
@@ -71,9 +71,13 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str
   if config.dataset == synthetic.NAME:
     raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
                      'with --image=FILE instead of --num_examples')
+  if config.dataset == FOLDER and not config.get('folder'):
+    raise ValueError('the eval images of a folder run are read from the folder: give '
+                     '--config.folder=DIR, or show image files with --image=FILE')
   inference_model.check_has_checkpoint(workdir)  # before the dataset work
-  spec = get_spec(config.dataset)  # only an embedded dataset is prepared here (no download)
-  builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
+  if config.dataset != FOLDER:  # only an embedded dataset is prepared here (no download)
+    spec = get_spec(config.dataset)
+    builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
   pipeline = experiment.make_input(config)
   loaded = inference_model.load_for_inference(config, workdir, pipeline=pipeline)
   inputs = forward_lib.first_eval_examples(pipeline, FLAGS.num_examples)

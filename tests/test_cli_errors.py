@@ -24,6 +24,7 @@ from trained_digits import run_tool, trained
 from training_jobs import BOUND, ROOT, assert_one_closing_line, digits_flags, job_env
 
 DIGITS = '--config=configs/digits_attention56.py'
+FOLDER = '--config=configs/image_folder.py'
 
 # name: (arguments after the config and workdir, text the error line must contain).
 BAD_VALUES = {
@@ -50,6 +51,8 @@ SPECIAL = {
     'workdir cannot be created': 'Cannot create the work directory /proc/ran_jax_run',
     'float16': "dtype='float16' is not allowed",
     'eval_only without a checkpoint': 'eval_only needs a checkpoint',
+    'image folder not given': 'folder=None is not allowed: give the directory of your images',
+    'image folder missing': "folder='/no/such/images' does not exist; give a directory",
 }
 # Cases in real processes: a run of the trained checkpoint that fails once it has started.
 STARTED = {
@@ -78,6 +81,9 @@ def special_args(base, data_dir) -> dict[str, list[str]]:
       'float16': [DIGITS, f'--workdir={base / "x"}', '--config.dtype=float16'],
       'eval_only without a checkpoint': tiny_run(base / 'empty', data_dir,
                                                  '--config.eval_only=True'),
+      'image folder not given': [FOLDER, f'--workdir={base / "x"}'],
+      'image folder missing': [FOLDER, '--config.folder=/no/such/images',
+                               f'--workdir={base / "folder_run"}', f'--config.data_dir={data_dir}'],
   }
 
 

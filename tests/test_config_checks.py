@@ -68,6 +68,10 @@ BAD = [
     ('eval_batch_size', 12, 'number of devices (8), e.g. --config.eval_batch_size=16'),
     ('lr_boundaries', (200_000,), 'use lr_decay_epochs'),
     ('warmup_steps', 500, 'use warmup_epochs'),
+    ('init_from', '', 'give the --workdir of a trained run'),
+    ('freeze', 'all', 'none, backbone'),
+    ('freeze', 'backbone', 'freezing needs loaded parameters; set init_from too'),
+    ('init_lr_scale', 0.0, '> 0'),
     ('workdir', 'a_file', 'it is a file'),
     ('workdir', 'a_file/run', 'a_file is a file'),
 ]
@@ -115,10 +119,32 @@ def test_batch_split_over_processes(monkeypatch, tmp_path):
     config_checks.validate(base.get_config(), str(tmp_path))
 
 
+FOLDER_BAD = [
+    ('folder', None, 'give the directory of your images'),
+    ('val_fraction', 0.0, '(0, 1)'),
+    ('val_fraction', 1.0, '(0, 1)'),
+    ('split_seed', -1, '[0, 2**31)'),
+    ('image_layout', 'cifar', 'auto, small, imagenet'),
+]
+
+
+@pytest.mark.parametrize('field,value,allowed', FOLDER_BAD, ids=lambda x: repr(x)[:30])
+def test_bad_folder_field_stops_with_one_line(field, value, allowed, tmp_path):
+  config = importlib.import_module('configs.image_folder').get_config()
+  config.folder = str(tmp_path)
+  config_checks.validate(config, str(tmp_path))  # the image sizes and network: from the data
+  set_field(config, field, value)
+  with pytest.raises(ValueError) as error:
+    config_checks.validate(config, str(tmp_path))
+  assert f'{field}={value!r}' in str(error.value) and allowed in str(error.value)
+
+
 @pytest.mark.parametrize('name', SHIPPED)
 def test_shipped_configs_pass(name, monkeypatch, tmp_path):
   monkeypatch.setattr(jax, 'device_count', lambda: 1)  # one GPU, as the CIFAR configs say
   config = importlib.import_module(f'configs.{name}').get_config()
+  if config.dataset == 'image_folder':
+    config.folder = str(tmp_path)
   config_checks.validate(config, str(tmp_path))
   config_checks.validate(config, str(tmp_path / 'new' / 'run'))
 

@@ -11,10 +11,10 @@ from ml_collections import config_flags
 
 from ran_jax import configs as config_table
 from ran_jax.data.builders import make_builder
-from ran_jax.data.datasets import DATASETS
+from ran_jax.data.datasets import DATASETS, FOLDER
 from ran_jax.models import count_params
 from ran_jax.train import config_checks
-from ran_jax.train.experiment import build_model
+from ran_jax.train.experiment import build_model, with_data_defaults
 
 EXPERIMENTS = list(config_table.experiments())
 COUNT = re.compile(r'\d{1,3}(?:,\d{3})+')
@@ -65,6 +65,11 @@ def _table_row(docstring: str, variant: str) -> str | None:
 def test_every_config_passes_the_checks_and_builds_its_model(experiment, monkeypatch, tmp_path):
   monkeypatch.setattr(jax, 'device_count', lambda: 1)
   config = experiment.config
+  if config.dataset == FOLDER:  # its network and sizes follow the images: the small layout
+    with config.unlocked():
+      config.folder = str(tmp_path)
+    config_checks.validate(config, str(tmp_path))
+    config = with_data_defaults(config, recipe='small', image_size=32, eval_image_size=32)
   config_checks.validate(config, str(tmp_path))
   count = _params(config)
   assert count > 0

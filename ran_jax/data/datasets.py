@@ -3,6 +3,10 @@
 import dataclasses
 
 
+FOLDER = 'image_folder'  # the dataset of a folder of images (`ran_jax.data.image_folder`)
+IMAGE_LAYOUTS = ('auto', 'small', 'imagenet')  # of a folder: from the images, or forced
+
+
 class DatasetUnavailableError(RuntimeError):
   """The dataset is neither prepared in data_dir nor preparable here."""
 
@@ -21,11 +25,14 @@ class DatasetSpec:
     num_train_examples: the size of the train split (as TFDS prepares it; known here so
       that a schedule can be built without the data).
     pad: padding of the 'small' recipe's random crop.
-    image_size: the side of every image of a 'small' dataset, used as it is (None: any size).
+    image_size: the side of every image of a 'small' dataset, used as it is (None: images of
+      any size, resized to the config's image_size).
     flip: horizontal flips in training ('small' recipe).
     embedded: the data ships with the code (no download), so any tool may prepare it.
     manual_files: files the user must download into the TFDS manual directory first.
     manual_source: where to get `manual_files`.
+    mean / std: per-channel statistics of the training images (0-255) for data measured when
+      prepared (image folders); None: ImageNet's constants, or the 'small' recipe's mean image.
   """
   tfds_name: str
   train_split: str
@@ -40,6 +47,8 @@ class DatasetSpec:
   embedded: bool = False
   manual_files: tuple[str, ...] = ()
   manual_source: str = ''
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
 
 
 DATASETS = {
@@ -64,6 +73,10 @@ DATASETS = {
 
 def get_spec(name: str) -> DatasetSpec:
   """The spec of dataset `name`, or a ValueError listing the supported ones."""
+  if name == FOLDER:
+    raise ValueError(f'the {FOLDER} dataset is known only from its images, when a run prepares '
+                     'them; here, use a config of the same image layout (configs/cifar.py for '
+                     'small images, configs/imagenet_attention56.py for 224-pixel ones)')
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; supported: {", ".join(sorted(DATASETS))}.')
   return DATASETS[name]

@@ -9,7 +9,8 @@ Imports only JAX and NumPy.
   * 'small' (CIFAR, digits): pixel / 255 minus the per-pixel mean image of the training split,
     with zeros where the random crop reaches into the padding. The batch carries each
     example's crop (`crop`: top, left, flipped) so the mean image is cropped and flipped the
-    same way.
+    same way. Data measured per channel (image folders) subtract a constant mean image and
+    divide by the per-channel std, the padding staying zero.
 """
 
 import dataclasses
@@ -31,7 +32,7 @@ class InputNormalizer:
   Attributes:
     recipe: 'imagenet' or 'small'.
     mean: per-channel mean (imagenet) or the (H, W, C) mean image in [0, 1] (small).
-    std: per-channel standard deviation (imagenet only).
+    std: per-channel standard deviation (imagenet: 0-255 scale; small: 0-1 scale, or None).
     pad: the zero padding of the small recipe's random crop.
   """
   recipe: str
@@ -44,7 +45,8 @@ class InputNormalizer:
     if self.recipe == 'imagenet':
       return (images - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
     if self.recipe == 'small':
-      return images / 255.0 - self._cropped_means(batch['crop'], images.shape[1:3])
+      centred = images / 255.0 - self._cropped_means(batch['crop'], images.shape[1:3])
+      return centred if self.std is None else centred / jnp.asarray(self.std, jnp.float32)
     raise ValueError(f'Unknown input recipe {self.recipe!r}; choose imagenet or small.')
 
   def _cropped_means(self, crops: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -68,9 +70,21 @@ def imagenet_normalizer() -> InputNormalizer:
                          np.asarray(IMAGENET_STD, np.float32))
 
 
-def for_dataset(spec: DatasetSpec, mean: np.ndarray | None) -> InputNormalizer:
+def for_dataset(spec: DatasetSpec, mean: np.ndarray | None,
+                image_size: int | None = None) -> InputNormalizer:
   """The device-side normalisation of `spec`'s batches; the 'small' recipe subtracts `mean`,
-  the train split's per-pixel mean image in [0, 1] (`pipeline.mean_image`)."""
+  the train split's per-pixel mean image in [0, 1] (`pipeline.mean_image`), or, for data
+  measured per channel (`spec.mean`, `spec.std`), normalises each channel of `image_size`
+  images."""
+  measured = spec.mean is not None
   if spec.recipe == 'imagenet':
-    return imagenet_normalizer()
+    if not measured:
+      return imagenet_normalizer()
+    return InputNormalizer('imagenet', np.asarray(spec.mean, np.float32),
+                           np.asarray(spec.std, np.float32))
+  if measured:
+    mean = np.broadcast_to(np.asarray(spec.mean, np.float32) / 255.0,
+                           (image_size, image_size, len(spec.mean)))
+    return InputNormalizer('small', mean, np.asarray(spec.std, np.float32) / 255.0,
+                           pad=spec.pad)
   return InputNormalizer('small', mean, pad=spec.pad)

@@ -22,8 +22,8 @@ examples with `mask`, so every example is counted exactly once.
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.sharding import NamedSharding
 
-from ran_jax.data import label_noise, normalize, preprocess
+from ran_jax.data import image_folder, label_noise, normalize, preprocess, saved_dataset
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
@@ -40,6 +40,7 @@ from ran_jax.data.records import RecordOrder, split_blocks
 from ran_jax.data import device_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
+T = TypeVar('T')
 
 
 def hide_accelerators_from_tensorflow() -> None:
@@ -53,8 +54,8 @@ class InputConfig:
   dataset: str
   global_batch_size: int
   eval_batch_size: int
-  image_size: int
-  eval_image_size: int
+  image_size: int | None  # None: from the data (image folders only)
+  eval_image_size: int | None
   seed: int = 0
   data_dir: str | None = None
   shuffle_buffer: int = 16_384
@@ -62,6 +63,7 @@ class InputConfig:
   process_count: int = 1
   label_noise: float = 0.0  # fraction of the training labels replaced symmetrically
   label_noise_seed: int = 0
+  folder: image_folder.FolderOptions | None = None  # dataset 'image_folder'
 
   @property
   def local_batch_size(self) -> int:
@@ -96,8 +98,17 @@ class InputPipeline:
         raise ValueError(f'{name}={size} must be divisible by the number of processes '
                          f'({config.process_count}).')
     self.config = config
-    self.spec = get_spec(config.dataset)
-    self.builder = _load_on_every_process(self.spec, config)
+    if config.folder is not None:
+      folder = _load_on_every_process(config, lambda prepare: image_folder.load(
+          config.folder, config.data_dir, prepare_if_needed=prepare), may_prepare=True)
+      self.image_size = config.image_size or folder.default_image_size
+      self.builder, self.spec = folder.builder, folder.spec(self.image_size, config.folder.flip)
+    else:
+      spec = self.spec = get_spec(config.dataset)
+      self.builder = _load_on_every_process(config, lambda prepare: load_builder(
+          spec, config.data_dir, prepare_if_needed=prepare), may_prepare=spec.embedded)
+      self.image_size = config.image_size
+    self.eval_image_size = config.eval_image_size or self.image_size
     self.num_classes = self.builder.info.features['label'].num_classes
     self.class_names = tuple(self.builder.info.features['label'].names)
     self.channels = self.builder.info.features['image'].shape[-1]
@@ -116,7 +127,8 @@ class InputPipeline:
         blocks, self.builder.info.file_format, seed=config.seed,
         process_index=config.process_index,
         epoch_size=self.steps_per_epoch * config.local_batch_size, window=config.shuffle_buffer)
-    self._mean = mean_image(self.builder, self.spec) if self.spec.recipe == 'small' else None
+    per_pixel = self.spec.recipe == 'small' and self.spec.mean is None
+    self._mean = mean_image(self.builder, self.spec) if per_pixel else None
     self._label_shifts = self._noise() if config.label_noise > 0 else None
 
   def _noise(self) -> tf.Tensor:
@@ -132,8 +144,13 @@ class InputPipeline:
 
   def device_input_fn(self) -> normalize.InputNormalizer:
     """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
-    return normalize.for_dataset(self.spec,
-                                 None if self._mean is None else self._mean.numpy())
+    return normalize.for_dataset(self.spec, None if self._mean is None else self._mean.numpy(),
+                                 self.image_size)
+
+  def saved_dataset(self) -> saved_dataset.SavedDataset:
+    """What inference needs to know of this data without reading it (image folders)."""
+    return saved_dataset.SavedDataset(self.spec, self.class_names, self.image_size,
+                                      self.eval_image_size)
 
   # Training.
   def _train_example(self, position: tf.Tensor, example_id: tf.Tensor, record: tf.Tensor, *,
@@ -143,14 +160,15 @@ class InputPipeline:
     epoch, index = position // self._order.epoch_size, position % self._order.epoch_size
     global_index = self.config.process_index * self._order.epoch_size + index
     seed = tf.stack([tf.constant(self.config.seed, tf.int64) * 1_000_003 + epoch, global_index])
-    size = self.config.image_size
+    size = self.image_size
     label = tf.cast(example['label'], tf.int32)
     if self._label_shifts is not None:
       label = (label + tf.gather(self._label_shifts, example_id)) % self.num_classes
     features = {'label': label, **({'example_id': example_id} if with_id else {})}
     if self.spec.recipe == 'imagenet':
       return {'image': preprocess.imagenet_train(example['image'], seed, size), **features}
-    image, crop = preprocess.pad_crop_flip(example['image'], seed, self.spec.pad, self.spec.flip)
+    image = self._sized(example['image'], size)
+    image, crop = preprocess.pad_crop_flip(image, seed, self.spec.pad, self.spec.flip)
     return {'image': image, 'crop': crop, **features}
 
   def train_dataset(self, start_step: int = 0, *, with_ids: bool = False) -> tf.data.Dataset:
@@ -170,9 +188,14 @@ class InputPipeline:
   def _eval_example(self, example: dict) -> dict:
     features = {'label': tf.cast(example['label'], tf.int32), 'mask': tf.constant(True)}
     if self.spec.recipe == 'imagenet':
-      image = preprocess.imagenet_eval(example['image'], self.config.eval_image_size)
+      image = preprocess.imagenet_eval(example['image'], self.eval_image_size)
       return {'image': image, **features}
-    return {'image': example['image'], 'crop': preprocess.centre_crop(self.spec.pad), **features}
+    image = self._sized(example['image'], self.eval_image_size)
+    return {'image': image, 'crop': preprocess.centre_crop(self.spec.pad), **features}
+
+  def _sized(self, image: tf.Tensor, size: int) -> tf.Tensor:
+    """A 'small'-recipe image at `size` (datasets of one image size use theirs as it is)."""
+    return image if self.spec.image_size is not None else preprocess.resized(image, size)
 
   def eval_dataset(self) -> tuple[tf.data.Dataset, int]:
     """Local eval batches padded to the same count on every process, and that count.
@@ -212,19 +235,20 @@ class InputPipeline:
     return device_batches.prefetch_to_device(as_numpy(dataset), sharding)
 
 
-def _load_on_every_process(spec: DatasetSpec, config: InputConfig) -> tfds.core.DatasetBuilder:
-  """The prepared dataset. One process prepares it if needed. With several, only an embedded
-  one is prepared, by process 0 while the others wait; any other must be prepared before the
-  run (hours for ImageNet, with every other host idle, and a host-local data_dir would leave
-  the other hosts without it)."""
+def _load_on_every_process(config: InputConfig, load: Callable[[bool], T], *,
+                           may_prepare: bool) -> T:
+  """`load(prepare_if_needed)` of the dataset. One process prepares it if needed. With several,
+  only data that `may_prepare` in a run (embedded, or a folder of images) is prepared, by process
+  0 while the others wait; any other must be prepared before the run (hours for ImageNet, with
+  every other host idle, and a host-local data_dir would leave the other hosts without it)."""
   if config.process_count == 1:
-    return load_builder(spec, config.data_dir)
-  if not spec.embedded:
-    return load_builder(spec, config.data_dir, prepare_if_needed=False)
+    return load(True)
+  if not may_prepare:
+    return load(False)
   from jax.experimental import multihost_utils
-  builder = load_builder(spec, config.data_dir) if config.process_index == 0 else None
-  multihost_utils.sync_global_devices(f'ran_jax: {spec.tfds_name} prepared')
-  return builder or load_builder(spec, config.data_dir, prepare_if_needed=False)
+  loaded = load(True) if config.process_index == 0 else None
+  multihost_utils.sync_global_devices(f'ran_jax: {config.dataset} prepared')
+  return loaded or load(False)
 
 
 def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:

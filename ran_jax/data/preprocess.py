@@ -16,6 +16,11 @@ def to_levels(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
+def resized(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """An image of any size bilinearly resized to image_size x image_size, as uint8 levels."""
+  return to_levels(tf.image.resize(image, (image_size, image_size), method='bilinear'))
+
+
 def _two_seeds(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   seeds = tf.random.experimental.stateless_split(seed, num=2)
   return seeds[0], seeds[1]

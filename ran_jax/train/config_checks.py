@@ -15,7 +15,7 @@ import ml_collections
 from etils import epath
 
 from ran_jax.data import synthetic
-from ran_jax.data.datasets import DATASETS
+from ran_jax.data.datasets import DATASETS, FOLDER, IMAGE_LAYOUTS
 from ran_jax.models import create_model, list_models
 from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STRUCTURES
 from ran_jax.models.network import REMAT, REMAT_POLICIES
@@ -31,6 +31,8 @@ MODEL_NON_NEGATIVE_INTS = ('p', 'r')  # a module may have no units before the sp
 MODEL_CHOICES = {'attention': ATTENTION_KINDS, 'mask_activation': MASK_ACTIVATIONS,
                  'mask_structure': MASK_STRUCTURES,
                  'remat': REMAT, 'remat_policy': tuple(REMAT_POLICIES)}
+FREEZE = ('none', 'backbone')
+FROM_FOLDER = ('image_size', 'eval_image_size')  # None: from the images (dataset image_folder)
 # Fields of other spellings of the schedule, which would otherwise be silently ignored.
 REPLACED = {'lr_boundaries': 'lr_decay_epochs', 'warmup_steps': 'warmup_epochs'}
 
@@ -55,7 +57,10 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None, *,
   _check_names(config)
   _check_numbers(config)
   _check_schedule(config)
-  _check_model(config)
+  _check_folder(config)
+  _check_fine_tuning(config)
+  if config.model.name is not None and None not in (config.image_size, config.eval_image_size):
+    _check_model(config)  # else once the data has given them (`check_model`)
   _check_batch_split(config, device_count or jax.device_count(),
                      process_count or jax.process_count())
   if workdir is not None:
@@ -81,8 +86,10 @@ def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
 
 
 def _check_names(config: ml_collections.ConfigDict) -> None:
-  _choice('model.name', config.model.name, list_models())
-  _choice('dataset', config.dataset, [*sorted(DATASETS), synthetic.NAME])
+  folder = config.dataset == FOLDER
+  if not (folder and config.model.name is None):
+    _choice('model.name', config.model.name, list_models())
+  _choice('dataset', config.dataset, [*sorted(DATASETS), FOLDER, synthetic.NAME])
   if config.dtype == 'float16':
     _fail('dtype', config.dtype, 'training in float16 would need loss scaling, which this '
           'trainer does not do; use bfloat16 (the range of float32 at half the memory) or '
@@ -100,6 +107,8 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
 def _check_numbers(config: ml_collections.ConfigDict) -> None:
   for field in POSITIVE_INTS:
     value = config[field]
+    if value is None and field in FROM_FOLDER and config.dataset == FOLDER:
+      continue
     if not _is_int(value) or value < 1:
       _fail(field, value, 'it must be an integer >= 1')
   if not _is_int(config.keep_checkpoints) or config.keep_checkpoints < 1:
@@ -118,6 +127,33 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
   _real('label_noise', config.label_noise,
         'it must be in [0, 1) (the fraction of training labels replaced, e.g. 0.3)',
         lambda v: 0 <= v < 1)
+
+
+def _check_folder(config: ml_collections.ConfigDict) -> None:
+  if config.dataset != FOLDER:
+    return
+  if not isinstance(config.get('folder'), str) or not config.folder:
+    _fail('folder', config.get('folder'), 'give the directory of your images, one subfolder per '
+          'class: --config.folder=DIR')
+  _real('val_fraction', config.val_fraction, 'it must be in (0, 1), e.g. 0.1',
+        lambda v: 0 < v < 1)
+  if not _is_int(config.split_seed) or not 0 <= config.split_seed < 2**31:
+    _fail('split_seed', config.split_seed, 'it must be an integer in [0, 2**31)')
+  _choice('image_layout', config.image_layout, IMAGE_LAYOUTS)
+  if not isinstance(config.flip, bool):
+    _fail('flip', config.flip, 'use True or False')
+
+
+def _check_fine_tuning(config: ml_collections.ConfigDict) -> None:
+  source = config.get('init_from')
+  if source is not None and not (isinstance(source, str) and source):
+    _fail('init_from', source, 'give the --workdir of a trained run, or leave it unset')
+  freeze = config.get('freeze', 'none')
+  _choice('freeze', freeze, FREEZE)
+  if freeze != 'none' and source is None:
+    _fail('freeze', freeze, 'freezing needs loaded parameters; set init_from too')
+  _real('init_lr_scale', config.get('init_lr_scale', 1.0), 'it must be > 0 (e.g. 0.1)',
+        lambda v: v > 0)
 
 
 def _real(field: str, value: Any, allowed: str, ok) -> None:
@@ -144,6 +180,12 @@ def _check_schedule(config: ml_collections.ConfigDict) -> None:
           lambda v: v < config.num_epochs)
   elif not _is_real(config.num_epochs):
     _fail('num_epochs', config.num_epochs, 'it must be a number')
+
+
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """Raises a one-line ValueError when the network and image sizes don't fit together (for
+  image folders, once the data has given the sizes and the network that `validate` left out)."""
+  _check_model(config)
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:

@@ -21,7 +21,8 @@ from ran_jax.data.normalize import InputNormalizer
 from ran_jax.models import ResidualAttentionNetwork, create_model
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train import optim
-from ran_jax.train.config_checks import model_overrides
+from ran_jax.data.datasets import FOLDER
+from ran_jax.train.config_checks import check_model, model_overrides
 from ran_jax.train.optim import epochs_to_steps
 from ran_jax.train.state import TrainState, shardings_of, train_state_factory
 from ran_jax.train.steps import jit_steps
@@ -67,15 +68,17 @@ class Training:
 
 
 def build_training(config: ml_collections.ConfigDict, mesh: Mesh, *, num_classes: int,
-                   channels: int, steps_per_epoch: float) -> Training:
+                   channels: int, steps_per_epoch: float,
+                   groups: optim.ParamGroups | None = None) -> Training:
   """The network, schedule, optimizer and state of `config`, replicated on `mesh`.
 
-  `steps_per_epoch` is the whole train split's size over the global batch size.
+  `steps_per_epoch` is the whole train split's size over the global batch size; `groups`: the
+  parameters a fine-tuned run treats apart (None: none).
   """
   model = build_model(config, num_classes)
   total_steps = num_train_steps(config, steps_per_epoch)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-  tx = optim.make_optimizer(config, schedule)
+  tx = optim.make_optimizer(config, schedule, groups)
   init, target = train_state_factory(
       model, tx, mesh, (config.image_size, config.image_size, channels), config.seed)
   return Training(model, schedule, total_steps, init, target)
@@ -91,14 +94,41 @@ def jit_config_steps(config: ml_collections.ConfigDict, training: Training, mesh
 
 def input_config(config: ml_collections.ConfigDict) -> InputConfig:
   """The input settings of this process (the fields are checked by `config_checks`)."""
+  from ran_jax.data.image_folder import FolderOptions
   from ran_jax.data.pipeline import InputConfig
+  folder = None
+  if config.dataset == FOLDER:
+    folder = FolderOptions(config.folder, config.val_fraction, config.split_seed,
+                           config.image_layout, config.flip)
   return InputConfig(
       dataset=config.dataset, global_batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, image_size=config.image_size,
       eval_image_size=config.eval_image_size, seed=config.seed, data_dir=config.data_dir,
       shuffle_buffer=config.shuffle_buffer, process_index=jax.process_index(),
       process_count=jax.process_count(), label_noise=config.label_noise,
-      label_noise_seed=config.label_noise_seed)
+      label_noise_seed=config.label_noise_seed, folder=folder)
+
+
+def with_data_defaults(config: ml_collections.ConfigDict, *, recipe: str, image_size: int,
+                       eval_image_size: int) -> ml_collections.ConfigDict:
+  """`config` with the fields an image folder leaves to its data set: the image sizes and the
+  network of the recipe ('small': attention56_cifar, 'imagenet': attention56); then checked.
+
+  Other datasets' configs are returned as they are.
+  """
+  if config.dataset != FOLDER:
+    return config
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.image_size, config.eval_image_size = image_size, eval_image_size
+    if config.model.name is None:
+      config.model.name = 'attention56_cifar' if recipe == 'small' else 'attention56'
+  if recipe == 'small' and eval_image_size != image_size:
+    raise ValueError(f'eval_image_size={eval_image_size} is not allowed: the small-image layout '
+                     f'evaluates at its training size; leave it unset (or set it to '
+                     f'image_size={image_size})')
+  check_model(config)
+  return config
 
 
 def make_input(config: ml_collections.ConfigDict) -> InputPipeline | synthetic.SyntheticInput:

@@ -15,10 +15,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
-from ran_jax.data import synthetic
+from ran_jax.data import saved_dataset, synthetic
+from ran_jax.data.datasets import FOLDER
 from ran_jax.data.source import InputSource
 from ran_jax.models import ResidualAttentionNetwork, model_costs
-from ran_jax.train import checkpoint, config_checks, experiment, optim, restore, workdir_lock
+from ran_jax.train import checkpoint, config_checks, experiment, init_from, optim, restore
+from ran_jax.train import workdir_lock
 from ran_jax.train import writers
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
@@ -57,17 +59,26 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   mesh = mesh_lib.make_mesh()
   with stop.interruptible('while loading the dataset'):  # preparing it can take hours
     pipeline = experiment.make_input(config)
+  if config.dataset == FOLDER:  # the image sizes and the network follow the images
+    config = experiment.with_data_defaults(
+        config, recipe=pipeline.spec.recipe, image_size=pipeline.image_size,
+        eval_image_size=pipeline.eval_image_size)
+    if jax.process_index() == 0:
+      saved_dataset.save(workdir, pipeline.saved_dataset())
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   cleanup.callback(checkpoint.close_manager, manager)
+  record, source = _init_from(config, workdir, manager, mesh, pipeline, steps_per_epoch)
   restored = restore.restore_train_state(
       config, manager, mesh, num_classes=pipeline.num_classes, channels=pipeline.channels,
-      steps_per_epoch=steps_per_epoch)
+      steps_per_epoch=steps_per_epoch, groups=record and record.param_groups())
   training = restored.training
   if restored.state is None:
     state, start_step = training.init(), 0
+    if source is not None:
+      state = init_from.load_into(state, source, record)
   else:
     state = restored.state
     start_step = int(jax.device_get(state.step))
@@ -83,6 +94,29 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   return Run(config, workdir, pipeline, training.model, mesh, state, train_step, eval_step,
              manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
              attention)
+
+
+def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.CheckpointManager,
+               mesh: Mesh, pipeline: InputSource, steps_per_epoch: float
+               ) -> tuple['init_from.InitRecord | None', dict | None]:
+  """The record of a fine-tuned run, and (when it starts afresh) the variables to load.
+
+  A run that has checkpoints of its own resumes from them with the record it started with.
+  """
+  record = init_from.read_record(workdir)
+  if manager.latest_step() is not None or not config.get('init_from'):
+    if record is not None and config.get('init_from') and config.init_from != record.source:
+      logging.warning('init_from=%s is ignored: this run resumes from its own checkpoints (it '
+                      'was initialised from %s).', config.init_from, record.source)
+    return record, None
+  step, source, source_layout = init_from.read_source(config.init_from)
+  target = experiment.build_training(config, mesh, num_classes=pipeline.num_classes,
+                                     channels=pipeline.channels,
+                                     steps_per_epoch=steps_per_epoch).target
+  record = init_from.match(config, target, step, source, source_layout)
+  init_from.log_record(record, source)
+  init_from.save_record(workdir, record)
+  return record, source
 
 
 def _input_state(config: ml_collections.ConfigDict, step: int) -> dict:

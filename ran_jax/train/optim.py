@@ -5,6 +5,8 @@ covers the same examples at any batch size; `steps_per_epoch` (train examples / 
 a float) turns it into steps, each rounded to the nearest step.
 """
 
+import dataclasses
+
 import flax.traverse_util
 import ml_collections
 import optax
@@ -87,11 +89,46 @@ def _decay_mask(params):
   return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with (Nesterov) momentum; weight decay is added to the gradients, as in Caffe."""
+HEAD = 'classifier'  # the top-level module that a frozen backbone leaves training
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroups:
+  """Parameters a fine-tuned run treats apart (see `ran_jax.train.init_from`).
+
+  Attributes:
+    loaded: paths ('stage1/...') of the parameters loaded from another run.
+    freeze_backbone: only the classifier (`HEAD`) trains; every other parameter stays.
+    loaded_lr_scale: the learning rate of the loaded parameters is multiplied by it.
+  """
+  loaded: frozenset[str] = frozenset()
+  freeze_backbone: bool = False
+  loaded_lr_scale: float = 1.0
+
+  def label(self, path: tuple[str, ...]) -> str:
+    if self.freeze_backbone and path[0] != HEAD:
+      return 'frozen'
+    return 'loaded' if '/'.join(path) in self.loaded and self.loaded_lr_scale != 1 else 'train'
+
+  def labels(self, params):
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict({k: self.label(k) for k in flat})
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   groups: ParamGroups | None = None) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum; weight decay is added to the gradients, as in Caffe.
+
+  With `groups` (a fine-tuned run), frozen parameters get no update and loaded ones a scaled
+  one (`optax.multi_transform`).
+  """
   mask = None if config.weight_decay_bn_and_bias else _decay_mask
-  return optax.chain(
+  tx = optax.chain(
       optax.add_decayed_weights(config.weight_decay, mask=mask),
       optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
   )
+  if groups is None or groups == ParamGroups(groups.loaded):
+    return tx
+  return optax.multi_transform(
+      {'train': tx, 'loaded': optax.chain(tx, optax.scale(groups.loaded_lr_scale)),
+       'frozen': optax.set_to_zero()}, groups.labels)

@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 
 from ran_jax.models import ResidualAttentionNetwork
 from ran_jax.train import checkpoint, experiment
+from ran_jax.train.optim import ParamGroups
 from ran_jax.train.state import TrainState
 
 
@@ -39,13 +40,15 @@ class RestoredState:
 
 def restore_train_state(config: ml_collections.ConfigDict, manager: ocp.CheckpointManager,
                         mesh: Mesh, *, num_classes: int, channels: int,
-                        steps_per_epoch: float, set_aside: bool = True) -> RestoredState:
+                        steps_per_epoch: float, set_aside: bool = True,
+                        groups: ParamGroups | None = None) -> RestoredState:
   """Builds what `config` trains and restores the newest good checkpoint of `manager` onto
-  `mesh` (replicated). `steps_per_epoch` is the train split's size over the batch size.
-  Damaged newer checkpoints are moved aside, or only skipped when `set_aside` is False."""
+  `mesh` (replicated). `steps_per_epoch` is the train split's size over the batch size;
+  `groups`: those of a fine-tuned run (`init_from.param_groups`). Damaged newer checkpoints are
+  moved aside, or only skipped when `set_aside` is False."""
   def build(config: ml_collections.ConfigDict) -> experiment.Training:
     return experiment.build_training(config, mesh, num_classes=num_classes, channels=channels,
-                                     steps_per_epoch=steps_per_epoch)
+                                     steps_per_epoch=steps_per_epoch, groups=groups)
 
   def other_layout() -> TrainState:
     other = config.copy_and_resolve_references()
