@@ -28,7 +28,8 @@ def shards() -> list[list[str]]:
   missing = sorted(set(FIRST) - set(files))
   if missing:
     raise SystemExit(f'error: tests/run_suite.py lists {missing}, which do not exist; update FIRST')
-  return [[f'tests/{name}' for name in files if (name in FIRST) == first] for first in (True, False)]
+  return [[f'tests/{name}' for name in files if (name in FIRST) == first]
+          for first in (True, False)]
 
 
 def _relay(process: subprocess.Popen, prefix: str) -> None:
