@@ -6,7 +6,8 @@ Most of the suite's time is XLA compiling small programs, which uses one core; t
 use both cores of a small machine and finish in well under the time of one. Each process runs
 its own session (its own fixtures and compilation cache). The test files that share the tiny
 digits run trained once per session (`trained_digits`) stay in one process; `FIRST` lists that
-process's files, and every other test file runs in the second. Each output line is prefixed
+process's files (chosen so that both take about the same time), and every other test file runs
+in the second. Each output line is prefixed
 with its process ([1] or [2]); a process that collects no test counts as a failure.
 """
 
@@ -18,8 +19,8 @@ import time
 
 TESTS = pathlib.Path(__file__).resolve().parent
 FIRST = ('test_cli_errors.py', 'test_configs.py', 'test_image_folder.py', 'test_models.py',
-         'test_nnx_example.py', 'test_predict.py', 'test_remat.py', 'test_scan.py',
-         'test_visualize.py')
+         'test_nnx_example.py', 'test_plan.py', 'test_predict.py', 'test_regression.py',
+         'test_remat.py', 'test_scan.py', 'test_visualize.py')
 
 
 def shards() -> list[list[str]]:

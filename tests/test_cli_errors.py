@@ -6,9 +6,9 @@ Every value check of the config is tested with its message in test_config_checks
 way a bad value reaches the command line has one case (a config check, a model-dependent
 check, a parse error, an unknown field or flag, the distributed flags). The cases that stop
 before a run starts go through the entry point's own `parse_flags` and `main` in this process
-(its final `os._exit` becomes a SystemExit); the two that fail after the run has started its
-threads (checkpointer, writer, input) are real processes, which must end by themselves within
-the bound. (A batch size that divides over the devices also divides over the processes, which
+(its final `os._exit` becomes a SystemExit); a run that fails after it has started its
+threads (checkpointer, writer, input) is a real process, which must end by itself within the
+bound. (A batch size that divides over the devices also divides over the processes, which
 hold equal numbers of devices; the process check itself is in test_config_checks.py.)"""
 
 import concurrent.futures
@@ -56,7 +56,6 @@ SPECIAL = {
 }
 # Cases in real processes: a run of the trained checkpoint that fails once it has started.
 STARTED = {
-    'checkpoint of another width': 'was written for another model or optimizer',
     'non-finite loss': 'training loss became non-finite at step',
 }
 
@@ -145,8 +144,7 @@ def started(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, li
   for workdir in workdirs.values():
     shutil.copytree(run.workdir, workdir)
   steps = int(run.results['step'])
-  flags = {'checkpoint of another width': ['--config.model.stem_width=16'],
-           'non-finite loss': ['--config.learning_rate=1e30']}
+  flags = {'non-finite loss': ['--config.learning_rate=1e30']}
   env = job_env()
   with concurrent.futures.ThreadPoolExecutor(len(STARTED)) as pool:
     futures = {name: pool.submit(run_main, [*digits_flags(
@@ -161,5 +159,18 @@ def test_a_run_that_fails_once_started_ends_with_one_line(case, started, tmp_pat
   result, checkpoints = started[case]
   line = assert_one_closing_line(result.stderr, result.returncode)
   assert result.returncode == 1 and STARTED[case] in line, line
-  # No non-finite state was saved, and a checkpoint of another model is not set aside.
+  # No non-finite state was saved.
   assert checkpoints == [str(trained(tmp_path_factory).results['step'])]
+
+
+def test_checkpoint_of_another_width_is_refused_and_kept(entry_point, tmp_path_factory, tmp_path,
+                                                         capsys, monkeypatch):
+  run = trained(tmp_path_factory)
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  steps = int(run.results['step'])
+  args = [*digits_flags(workdir, run.data_dir, num_train_steps=steps + 4),
+          '--config.model.stem_width=16']
+  status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
+  line = assert_one_closing_line(stderr, status)
+  assert status == 1 and 'was written for another model or optimizer' in line, line
+  assert os.listdir(workdir / 'checkpoints') == [str(steps)]  # not set aside as damaged

@@ -261,7 +261,7 @@ def test_predict_prints_the_folders_class_names_from_the_workdir_alone(finetuned
 
 def test_init_from_needs_a_checkpoint_of_the_same_image_layout(folder, source, tmp_path):
   colour = shutil.copytree(folder, tmp_path / 'colour')
-  Image.fromarray(np.zeros((8, 8, 3), np.uint8) + [200, 10, 10], 'RGB').save(
+  Image.fromarray(np.full((8, 8, 3), [200, 10, 10], np.uint8), 'RGB').save(
       colour / 'one' / 'red.jpg')
   data_dir = str(tmp_path / 'tfds')
   config = folder_run_config(colour, data_dir, init_from=str(source.workdir))

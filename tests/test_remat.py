@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_model
 
 from ran_jax.models import activation_bytes_per_image
+from ran_jax.train.compiler_options import QUICK_COMPILE
 
 
 def loss_and_grad(model, variables, images, labels):
@@ -17,7 +18,8 @@ def loss_and_grad(model, variables, images, labels):
     logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
                             images, train=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  return jax.jit(jax.value_and_grad(loss_fn))(variables['params'])
+  # Compiled quickly (no LLVM optimisation): the values are the same, the test is about them.
+  return jax.jit(jax.value_and_grad(loss_fn), compiler_options=QUICK_COMPILE)(variables['params'])
 
 
 SMALL = dict(stage_widths=(16,), modules_per_stage=(1,), mask_poolings=(2,))
@@ -32,7 +34,8 @@ def reference():
   model = small_model()
   images = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
   labels = jnp.arange(8) % 10
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, train=False))()
+  variables = jax.jit(lambda: model.init(jax.random.key(0), images, train=False),
+                      compiler_options=QUICK_COMPILE)()
   return variables, images, labels, loss_and_grad(model, variables, images, labels)
 
 
