@@ -236,8 +236,8 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
          report: Callable[[str], None] = logging.info) -> PreparedFolder:
   """The prepared dataset of `options.folder`, prepared (and measured) first if it is not.
 
-  Raises FolderError when the folder can't be used, and DatasetUnavailableError (through
-  `FolderError`'s message) when it is not prepared and `prepare_if_needed` is False.
+  Raises FolderError (one line: what to change) when the folder can't be used, or when it is
+  not prepared and `prepare_if_needed` is False.
   """
   listing = list_folder(options.folder)
   contents = fingerprint(listing, options)
