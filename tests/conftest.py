@@ -13,8 +13,10 @@ import tempfile
 import jax
 import pytest
 
-# Tests that train the same small network several times (resume, eval-only) compile it once.
-jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='ran_jax_xla_cache_'))
+# Tests that train the same small network several times (resume, eval-only) compile it once;
+# tests/run_suite.py gives its two processes one cache.
+jax.config.update('jax_compilation_cache_dir', os.environ.get('RAN_JAX_TEST_CACHE') or
+                  tempfile.mkdtemp(prefix='ran_jax_xla_cache_'))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 

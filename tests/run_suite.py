@@ -4,16 +4,19 @@
 
 Most of the suite's time is XLA compiling small programs, which uses one core; two processes
 use both cores of a small machine and finish in well under the time of one. Each process runs
-its own session (its own fixtures and compilation cache). The test files that share the tiny
+its own session (its own fixtures) and both share one compilation cache (a program the other
+process compiled already is read from it). The test files that share the tiny
 digits run trained once per session (`trained_digits`) stay in one process; `FIRST` lists that
 process's files (chosen so that both take about the same time), and every other test file runs
 in the second. Each output line is prefixed
 with its process ([1] or [2]); a process that collects no test counts as a failure.
 """
 
+import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -40,8 +43,13 @@ def _relay(process: subprocess.Popen, prefix: str) -> None:
 
 def main(options: list[str]) -> int:
   start = time.perf_counter()
+  with tempfile.TemporaryDirectory(prefix='ran_jax_xla_cache_') as cache:
+    return _run(options, dict(os.environ, RAN_JAX_TEST_CACHE=cache), start)
+
+
+def _run(options: list[str], env: dict[str, str], start: float) -> int:
   processes = [subprocess.Popen([sys.executable, '-m', 'pytest', *options, *files],
-                                cwd=TESTS.parent, stdout=subprocess.PIPE,
+                                cwd=TESTS.parent, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
                for files in shards()]
   relays = [threading.Thread(target=_relay, args=(process, f'[{i}]'))
