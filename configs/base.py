@@ -105,8 +105,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Fine-tuning: start from the latest checkpoint of another run's work directory (any
   # dataset): every variable whose path and shape match is loaded, the others (the classifier,
-  # when the classes differ) are initialised afresh. 'backbone' freezes all but the classifier;
-  # init_lr_scale multiplies the learning rate of the loaded parameters.
+  # when the classes differ) are initialised afresh. freeze='backbone' freezes the parameters of
+  # all but the classifier (BatchNorm statistics still follow the data); init_lr_scale
+  # multiplies the learning rate of the loaded parameters.
   config.init_from = placeholder(str)
   config.freeze = 'none'
   config.init_lr_scale = 1.0

@@ -9,7 +9,8 @@ DIR/train/<class>/ and DIR/val/<class>/ (or validation/, test/). Without a split
 `split_seed`: the same on every host and every rerun. The images are prepared once as a TFDS
 dataset in data_dir (~/tensorflow_datasets/folder_images/ by default); a folder that changed is
 prepared again. Class names are the folder names, sorted; they are saved with the run
-(W/dataset.json), so predict and visualize need W, not DIR.
+(W/dataset.json), so predict and visualize --image need W, not DIR (visualize --num_examples
+reads the folder's eval images: give --config.folder too).
 
 Defaults from the data (see ran_jax/data/image_folder.py):
   - image_layout 'auto': 'small' (the CIFAR layout: attention56_cifar, images resized to the

@@ -59,7 +59,7 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str
             ) -> tuple['inference_model.InferenceModel', 'forward_lib.Inputs']:
   """(InferenceModel, Inputs) of the images the flags name."""
   from ran_jax import inference_model
-  from ran_jax.data import builders, synthetic
+  from ran_jax.data import builders, saved_dataset, synthetic
   from ran_jax.data.datasets import FOLDER, get_spec
   from ran_jax.masks import forward as forward_lib
   from ran_jax.train import experiment
@@ -75,10 +75,19 @@ def _inputs(config: ml_collections.ConfigDict, workdir: str
     raise ValueError('the eval images of a folder run are read from the folder: give '
                      '--config.folder=DIR, or show image files with --image=FILE')
   inference_model.check_has_checkpoint(workdir)  # before the dataset work
-  if config.dataset != FOLDER:  # only an embedded dataset is prepared here (no download)
+  if config.dataset == FOLDER:  # at the run's sizes, with the classes it was trained on
+    saved = saved_dataset.load(workdir)
+    config = experiment.with_data_defaults(config, recipe=saved.spec.recipe,
+                                           image_size=saved.image_size,
+                                           eval_image_size=saved.eval_image_size)
+  else:  # only an embedded dataset is prepared here (no download)
     spec = get_spec(config.dataset)
     builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
   pipeline = experiment.make_input(config)
+  if config.dataset == FOLDER and pipeline.class_names != saved.class_names:
+    raise ValueError(f'{config.folder} now has the classes {list(pipeline.class_names)}, but the '
+                     f'run was trained on {list(saved.class_names)}; show image files with '
+                     '--image=FILE instead')
   loaded = inference_model.load_for_inference(config, workdir, pipeline=pipeline)
   inputs = forward_lib.first_eval_examples(pipeline, FLAGS.num_examples)
   if len(inputs.captions) < FLAGS.num_examples:

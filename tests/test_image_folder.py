@@ -29,7 +29,8 @@ from examples.digits_folder import write_digits
 from ran_jax import predict, visualize
 from ran_jax.data import image_folder, saved_dataset
 from ran_jax.data import pipeline as pipeline_lib
-from ran_jax.data.folder_listing import FolderError, FolderOptions, list_folder, split
+from ran_jax.data.folder_listing import (FolderError, FolderOptions, list_folder, split,
+                                         split_for_validation)
 from ran_jax.train import init_from, loop, optim
 
 CLASSES = ('one', 'two', 'zero')  # the class folders' names, sorted
@@ -56,9 +57,9 @@ def folder(tmp_path_factory):
 
 def folder_run_config(folder_path, data_dir, **fields):
   config = folder_config.get_config()
-  return shrink(config, folder=str(folder_path), data_dir=data_dir,
-                **{**QUICK_FIELDS, 'num_train_steps': STEPS, 'log_every_steps': 2,
-                   'eval_every_steps': 100, 'checkpoint_every_steps': 100, **fields})
+  return shrink(config, **{'folder': str(folder_path), 'data_dir': data_dir, **QUICK_FIELDS,
+                           'num_train_steps': STEPS, 'log_every_steps': 2,
+                           'eval_every_steps': 100, 'checkpoint_every_steps': 100, **fields})
 
 
 @pytest.fixture(scope='module')
@@ -111,6 +112,8 @@ def test_split_is_stratified_seeded_and_the_same_in_another_process(folder):
   assert split(list_folder(str(folder)), FolderOptions(str(folder))) == (train, validation)
   other_seed = split(listing, FolderOptions(str(folder), split_seed=1))[1]
   assert other_seed != validation
+  kept, held = split_for_validation(['b.png', 'a.png'], 0, 0.9, 0)  # one is always kept
+  assert len(kept) == len(held) == 1 and sorted(kept + held) == ['a.png', 'b.png']
   code = ('import json, sys; from ran_jax.data.folder_listing import *; '
           f'print(json.dumps(split(list_folder({str(folder)!r}), '
           f'FolderOptions({str(folder)!r}))[1]))')
@@ -219,6 +222,17 @@ def test_fine_tuned_run_resumes_bit_identically_training_its_classifier_only(
   assert all(np.array_equal(after[path], before[path]) for path in frozen)
   assert not np.array_equal(after['params/classifier/kernel'],
                             halfway['params/classifier/kernel'])
+
+
+def test_resuming_with_other_class_folders_is_refused(finetuned, folder, tmp_path):
+  workdir, _, config, _ = finetuned
+  copy = shutil.copytree(workdir, tmp_path / 'run')
+  more = shutil.copytree(folder, tmp_path / 'more')
+  write_digits(str(more), 3, (3,))  # a fourth class, 'three'
+  with pytest.raises(ValueError, match=r"the class folders are now \['one', 'three', 'two', "
+                     r"'zero'\], but this run started with \['one', 'two', 'zero'\]"):
+    loop.train_and_evaluate(config(folder=str(more)), str(copy))
+  assert saved_dataset.load(str(copy)).class_names == CLASSES  # what predict reads is kept
 
 
 def test_param_groups_freeze_the_backbone_and_scale_loaded_parameters():

@@ -102,10 +102,10 @@ def list_folder(folder: str) -> Listing:
 
 def split_for_validation(files: list[str], class_index: int, val_fraction: float,
                          seed: int) -> tuple[list[str], list[str]]:
-  """(train, validation) files of one class: a seeded permutation of the sorted files, of
-  which the first max(1, round(val_fraction * n)) are held out."""
+  """(train, validation) files of one class (n >= 2): a seeded permutation of the sorted files,
+  of which the first max(1, round(val_fraction * n)) are held out, leaving at least one."""
   files = sorted(files)
-  count = max(1, round(val_fraction * len(files)))
+  count = min(max(1, round(val_fraction * len(files))), len(files) - 1)
   order = np.random.default_rng([seed, class_index]).permutation(len(files))
   held = {files[i] for i in order[:count]}
   return [f for f in files if f not in held], [f for f in files if f in held]

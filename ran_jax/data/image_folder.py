@@ -37,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from ran_jax.data import builders
 from ran_jax.data import images as images_lib
 from ran_jax.data.datasets import FOLDER, DatasetSpec
 from ran_jax.data.folder_listing import (FolderError, FolderOptions, Listing, fingerprint,
@@ -110,16 +111,18 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def _dataset_root(data_dir: str | None) -> str:
-  base = data_dir or os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
-  return os.path.join(base, 'folder_images')
+  """Where the prepared folders go: `data_dir`, else TFDS's default ($TFDS_DATA_DIR or
+  ~/tensorflow_datasets)."""
+  return os.path.join(data_dir or tfds.core.constants.get_default_data_dir(), 'folder_images')
 
 
 def _prepared_names(data_dir: str | None, contents: str) -> list[str]:
   """The prepared datasets of these contents (one per layout and channel count)."""
   root = _dataset_root(data_dir)
-  if not os.path.isdir(root):
+  if not tf.io.gfile.isdir(root):
     return []
-  return sorted(name for name in os.listdir(root) if name.endswith('-' + contents))
+  return sorted(name.rstrip('/') for name in tf.io.gfile.listdir(root)
+                if name.rstrip('/').endswith('-' + contents))
 
 
 def _header(path: str) -> tuple[int, int, str] | str:
@@ -166,11 +169,12 @@ def _plan(listing: Listing, options: FolderOptions, contents: str,
 def _changes(listing: Listing, data_dir: str | None) -> str:
   """What changed in the folder since it was last prepared in `data_dir` (or '')."""
   root = _dataset_root(data_dir)
-  latest, mtime = None, 0.0
+  latest, mtime = None, 0
   for path in tf.io.gfile.glob(os.path.join(root, '*', '*', LISTING_FILE)):
     saved = json.loads(tf.io.gfile.GFile(path).read())
-    if saved.get('folder') == listing.root and os.path.getmtime(path) > mtime:
-      latest, mtime = saved, os.path.getmtime(path)
+    written = tf.io.gfile.stat(path).mtime_nsec
+    if saved.get('folder') == listing.root and written > mtime:
+      latest, mtime = saved, written
   if latest is None:
     return ''
   before = {path: (size, when) for path, size, when in latest['entries']}
@@ -243,26 +247,27 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
   contents = fingerprint(listing, options)
   names = [name for name in _prepared_names(data_dir, contents)
            if options.image_layout == 'auto' or name.startswith(options.image_layout)]
-  plan = None
-  if names:
+  builder = None
+  if len(names) == 1:  # else none, or one per forced layout: the images decide for 'auto'
     layout, channels = names[0][:-len(contents) - 2], int(names[0][-len(contents) - 2])
     plan = Plan(names[0], listing.classes, channels, layout)
-  builder = FolderImages(plan=plan, data_dir=data_dir) if plan else None
-  if builder is None or not builder.is_prepared():
+    builder = FolderImages(plan=plan, data_dir=data_dir)
+  if builder is None or not builders.is_prepared(builder):
     if not prepare_if_needed:
       raise FolderError(f'the images of {listing.root} are not prepared in '
                         f'{_dataset_root(data_dir)}; process 0 prepares them when a run starts '
                         'there (give every process the same data_dir)')
     plan = _plan(listing, options, contents, report)
     builder = FolderImages(plan=plan, data_dir=data_dir)
-    report(f'Preparing {len(plan.splits["train"]):,} training and '
-           f'{len(plan.splits["validation"]):,} validation images of {len(plan.classes)} '
-           f'classes from {listing.root} as the {plan.layout} layout in {builder.data_dir}'
-           f'{_changes(listing, data_dir)} ...')
-    tfds.display_progress_bar(False)
-    builder.download_and_prepare()
-    _write_json(builder.data_dir, LISTING_FILE,
-                {'folder': listing.root, 'entries': listing.entries})
+    if not builders.is_prepared(builder):
+      report(f'Preparing {len(plan.splits["train"]):,} training and '
+             f'{len(plan.splits["validation"]):,} validation images of {len(plan.classes)} '
+             f'classes from {listing.root} as the {plan.layout} layout in {builder.data_dir}'
+             f'{_changes(listing, data_dir)} ...')
+      tfds.display_progress_bar(False)
+      builder.download_and_prepare()
+      _write_json(builder.data_dir, LISTING_FILE,
+                  {'folder': listing.root, 'entries': listing.entries})
   stats_path = os.path.join(builder.data_dir, STATS_FILE)
   if not tf.io.gfile.exists(stats_path):
     if not prepare_if_needed:

@@ -246,8 +246,19 @@ def _load_on_every_process(config: InputConfig, load: Callable[[bool], T], *,
   if not may_prepare:
     return load(False)
   from jax.experimental import multihost_utils
-  loaded = load(True) if config.process_index == 0 else None
-  multihost_utils.sync_global_devices(f'ran_jax: {config.dataset} prepared')
+  loaded, error = None, None
+  if config.process_index == 0:
+    try:
+      loaded = load(True)
+    except Exception as raised:  # told to the others, then raised here
+      error = raised
+  # A collective: the others wait here for process 0, and learn whether it failed.
+  failed = multihost_utils.broadcast_one_to_all(np.bool_(error is not None))
+  if error is not None:
+    raise error
+  if failed:
+    raise DatasetUnavailableError(f'process 0 could not prepare {config.dataset}; its log says '
+                                  'why')
   return loaded or load(False)
 
 

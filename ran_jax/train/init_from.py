@@ -14,7 +14,6 @@ optimizer from it (`optim.ParamGroups`), without the other run.
 import dataclasses
 import json
 import logging
-import os
 from typing import Any
 
 import flax.traverse_util
@@ -60,7 +59,8 @@ def _flat(variables: dict[str, Any]) -> dict[str, Any]:
 
 def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
   """(step, variables by path, variable layout) of the newest readable, finite checkpoint of
-  the run in `workdir`, in host memory (every process reads it; nothing there is changed)."""
+  the run in `workdir`: its parameters and BatchNorm statistics in host memory (every process
+  reads them; nothing there is changed)."""
   directory = epath.Path(workdir) / 'checkpoints'
   steps = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()),
                  reverse=True) if directory.is_dir() else []
@@ -68,16 +68,18 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
     raise InitFromError(f'init_from={workdir!r} holds no checkpoint ({directory} has no step); '
                         'give the --workdir of a trained run')
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+      directory, options=ocp.CheckpointManagerOptions(create=False),  # reads only
       item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'input': ocp.JsonCheckpointHandler()})
   try:
     for step in steps:
       try:
         meta = manager.restore(step, args=ocp.args.Composite(input=ocp.args.JsonRestore())).input
         tree = manager.item_metadata(step)['state'].tree
-        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        state = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(restore_args=args))).state
+        wanted = {key: tree[key] for key in ('params', 'batch_stats') if key in tree}
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+        state = manager.restore(step, args=ocp.args.Composite(  # not the optimizer's state
+            state=ocp.args.PyTreeRestore(item=args, restore_args=args,
+                                         partial_restore=True))).state
       except Exception as error:  # Orbax/TensorStore raise many types for bad files
         logging.warning('init_from: the checkpoint of step %d in %s could not be read (%s); '
                         'trying the one before.', step, directory, type(error).__name__)
@@ -162,10 +164,16 @@ def save_record(workdir: str, record: InitRecord) -> None:
   staging.replace(path)
 
 
+def remove_record(workdir: str) -> None:
+  """Removes a record left by an attempt that saved no checkpoint (process 0)."""
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / RECORD).unlink(missing_ok=True)
+
+
 def read_record(workdir: str) -> InitRecord | None:
   """The record of a fine-tuned run in `workdir`, or None when it was not fine-tuned."""
-  path = os.path.join(workdir, RECORD)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / RECORD
+  if not path.exists():
     return None
-  value = json.loads(epath.Path(path).read_text())
+  value = json.loads(path.read_text())
   return InitRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})

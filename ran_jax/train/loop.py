@@ -28,7 +28,8 @@ from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.state import TrainState
 from ran_jax.train.stop_signals import StopSignals
 
-if TYPE_CHECKING:  # imported when used: it needs TensorFlow, which synthetic data does not
+if TYPE_CHECKING:  # imported when used: they need TensorFlow, which synthetic data does not
+  from ran_jax.data.pipeline import InputPipeline
   from ran_jax.train import attention_images
 
 EVAL_RESULTS = 'eval_results.json'
@@ -63,8 +64,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     config = experiment.with_data_defaults(
         config, recipe=pipeline.spec.recipe, image_size=pipeline.image_size,
         eval_image_size=pipeline.eval_image_size)
-    if jax.process_index() == 0:
-      saved_dataset.save(workdir, pipeline.saved_dataset())
+    _keep_class_names(workdir, pipeline)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
@@ -96,6 +96,21 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
              attention)
 
 
+def _keep_class_names(workdir: str, pipeline: 'InputPipeline') -> None:
+  """Saves what predict needs of a folder run (process 0) when it starts; a run that resumes
+  must have the classes it started with."""
+  current = pipeline.saved_dataset()
+  if checkpoint.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
+    started = saved_dataset.load(workdir).class_names
+    if started != current.class_names:
+      raise ValueError(f'the class folders are now {list(current.class_names)}, but this run '
+                       f'started with {list(started)}; restore those folders, or give a new '
+                       '--workdir (with init_from=this one to start from its network)')
+    return
+  if jax.process_index() == 0:
+    saved_dataset.save(workdir, current)
+
+
 def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.CheckpointManager,
                mesh: Mesh, pipeline: InputSource, steps_per_epoch: float
                ) -> tuple['init_from.InitRecord | None', dict | None]:
@@ -104,11 +119,15 @@ def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.Che
   A run that has checkpoints of its own resumes from them with the record it started with.
   """
   record = init_from.read_record(workdir)
-  if manager.latest_step() is not None or not config.get('init_from'):
-    if record is not None and config.get('init_from') and config.init_from != record.source:
-      logging.warning('init_from=%s is ignored: this run resumes from its own checkpoints (it '
-                      'was initialised from %s).', config.init_from, record.source)
+  if manager.latest_step() is not None:
+    if config.get('init_from') and (record is None or config.init_from != record.source):
+      logging.warning('init_from=%s is ignored: this run resumes from its own checkpoints.',
+                      config.init_from)
     return record, None
+  if not config.get('init_from'):
+    if record is not None:  # of an attempt that saved no checkpoint
+      init_from.remove_record(workdir)
+    return None, None
   step, source, source_layout = init_from.read_source(config.init_from)
   target = experiment.build_training(config, mesh, num_classes=pipeline.num_classes,
                                      channels=pipeline.channels,
