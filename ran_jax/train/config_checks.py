@@ -60,7 +60,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None, *,
   _check_folder(config)
   _check_fine_tuning(config)
   if config.model.name is not None and None not in (config.image_size, config.eval_image_size):
-    _check_model(config)  # else once the data has given them (`check_model`)
+    check_model(config)  # else once the data has given them
   _check_batch_split(config, device_count or jax.device_count(),
                      process_count or jax.process_count())
   if workdir is not None:
@@ -185,10 +185,6 @@ def _check_schedule(config: ml_collections.ConfigDict) -> None:
 def check_model(config: ml_collections.ConfigDict) -> None:
   """Raises a one-line ValueError when the network and image sizes don't fit together (for
   image folders, once the data has given the sizes and the network that `validate` left out)."""
-  _check_model(config)
-
-
-def _check_model(config: ml_collections.ConfigDict) -> None:
   overrides = model_overrides(config)
   for field, value in overrides.items():
     name = f'model.{field}'

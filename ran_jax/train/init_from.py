@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from ran_jax.models import layout
+from ran_jax.train import checkpoint
 from ran_jax.train.optim import ParamGroups
 from ran_jax.train.state import TrainState
 
@@ -62,14 +63,13 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
   the run in `workdir`: its parameters and BatchNorm statistics in host memory (every process
   reads them; nothing there is changed)."""
   directory = epath.Path(workdir) / 'checkpoints'
-  steps = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()),
-                 reverse=True) if directory.is_dir() else []
-  if not steps:
+  if not checkpoint.has_steps(workdir):
     raise InitFromError(f'init_from={workdir!r} holds no checkpoint ({directory} has no step); '
                         'give the --workdir of a trained run')
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(create=False),  # reads only
       item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'input': ocp.JsonCheckpointHandler()})
+  steps = sorted(manager.all_steps(), reverse=True)
   try:
     for step in steps:
       try:

@@ -105,6 +105,11 @@ class ParamGroups:
   freeze_backbone: bool = False
   loaded_lr_scale: float = 1.0
 
+  @property
+  def apart(self) -> bool:
+    """Whether any parameter is treated apart (else the optimizer is the plain one)."""
+    return self.freeze_backbone or self.loaded_lr_scale != 1
+
   def label(self, path: tuple[str, ...]) -> str:
     if self.freeze_backbone and path[0] != HEAD:
       return 'frozen'
@@ -127,7 +132,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
       optax.add_decayed_weights(config.weight_decay, mask=mask),
       optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
   )
-  if groups is None or groups == ParamGroups(groups.loaded):
+  if groups is None or not groups.apart:
     return tx
   return optax.multi_transform(
       {'train': tx, 'loaded': optax.chain(tx, optax.scale(groups.loaded_lr_scale)),
