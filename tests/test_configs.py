@@ -1,5 +1,6 @@
 """Every experiment config: it passes the checks, builds its model, and documents itself."""
 
+import functools
 import importlib
 import re
 
@@ -28,9 +29,10 @@ _TRACED: dict[str, dict] = {}  # configs that share an architecture are traced o
 
 
 def _params(config) -> int:
-  """The parameter count of the config's model, from `jax.eval_shape` of its init and apply
-  (which also checks the output; test_models.py covers the presets no config uses). Traced in
-  the scanned layout: the same parameters (test_scan.py), traced several times faster."""
+  """The parameter count of the config's model, from `jax.eval_shape` of its initialisation
+  and the output of that forward pass (checked too; test_models.py covers the presets no config
+  uses). Traced in the scanned layout: the same parameters (test_scan.py), traced several times
+  faster."""
   spec = DATASETS.get(config.dataset)
   classes, channels = (spec.num_classes, spec.channels) if spec else (1000, 3)
   model = build_model(config, classes).clone(num_classes=1, dtype=jnp.float32, scan=True)
@@ -39,11 +41,9 @@ def _params(config) -> int:
     images = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, channels),
                                   jnp.float32)
 
-    def build(x):
-      variables = model.init(jax.random.key(0), x)
-      return variables['params'], model.apply(variables, x)
-
-    params, logits = jax.eval_shape(build, images)
+    logits, variables = jax.eval_shape(functools.partial(model.init_with_output,
+                                                         jax.random.key(0)), images)
+    params = variables['params']
     assert logits.shape == (1, 1) and logits.dtype == jnp.float32
     _TRACED[key] = params
   params = _TRACED[key]

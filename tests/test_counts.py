@@ -5,6 +5,8 @@ The reference numbers come from the official Caffe files at 224x224 with 1000 cl
 convolutions and the classifier).
 """
 
+import functools
+
 import pytest
 
 from ran_jax.models import create_model, model_costs
@@ -20,15 +22,21 @@ OFFICIAL_MACS = {'attention56': 6.271e9, 'attention92': 10.534e9}
 PAPER_CIFAR_PARAMS = {'attention92_cifar': 1.9e6, 'attention236_cifar': 5.1e6}
 
 
+@functools.cache
+def costs_of(name: str, num_classes: int, image_size: int):
+  """`model_costs` of a preset, traced once for all the tests that read it."""
+  return model_costs(create_model(name, num_classes=num_classes), image_size)
+
+
 @pytest.mark.parametrize('name', sorted(OFFICIAL_PARAMS))
 def test_imagenet_params_equal_official(name):
-  costs = model_costs(create_model(name, num_classes=1000), 224)
+  costs = costs_of(name, 1000, 224)
   assert costs.total_params == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize('name', sorted(OFFICIAL_MACS))
 def test_imagenet_macs_within_3_percent(name):
-  macs = model_costs(create_model(name, num_classes=1000), 224).total_macs
+  macs = costs_of(name, 1000, 224).total_macs
   assert abs(macs / OFFICIAL_MACS[name] - 1) < 0.03
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import random_variables, tiny_model
 from flax import traverse_util
 
 from ran_jax.models import PreActInception, TrunkBranch, create_model, model_costs, presets
@@ -31,29 +31,9 @@ def apply_shapes(model, size):
   """Logits and intermediates (soft masks, trunk outputs) of `model`, as shapes."""
   images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
 
-  def forward(x):
-    variables = model.init(jax.random.key(0), x, train=False)
-    return model.apply(variables, x, train=False, mutable=['intermediates'],
-                       capture_intermediates=lambda m, _: isinstance(m, TrunkBranch))
-  return jax.eval_shape(forward, images)
-
-
-def random_variables(shapes, seed=0):
-  """Variables of these shapes drawn with NumPy (compiling a random initialisation is slow on
-  CPUs): He-scaled kernels, BatchNorm parameters and statistics away from their defaults."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      scale = np.sqrt(2 / np.prod(leaf.shape[:-1]))
-    elif name == 'var':
-      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-    else:
-      scale = 0.1
-    value = rng.normal(size=leaf.shape) * scale + (1.0 if name == 'scale' else 0.0)
-    return jnp.asarray(value, jnp.float32)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  return jax.eval_shape(functools.partial(  # the initialisation's forward pass: traced once
+      model.init_with_output, jax.random.key(0), train=False,
+      capture_intermediates=lambda m, _: isinstance(m, TrunkBranch)), images)
 
 
 def units_per_stage(costs, first_conv):

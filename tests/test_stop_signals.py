@@ -51,36 +51,29 @@ def assert_stopped(job: Job, workdir, by: str) -> int:
   return step
 
 
-def test_sighup_mid_run_saves_and_a_second_run_is_refused(tmp_path, start):
-  """SIGHUP (a closed terminal or ssh session) stops a run as SIGTERM does (next test)."""
+def test_a_second_run_is_refused_and_after_sigkill_the_run_resumes_and_stops_on_signals(
+    tmp_path, start):
+  """While a run trains, a second run of its workdir is refused. SIGKILL leaves the lock file
+  behind: the next run takes it over at once and resumes. SIGHUP (a closed terminal or ssh
+  session) while that run restores and compiles, then SIGINT and SIGTERM before the save: it
+  saves the first step it finishes, once, waits for the write, and exits."""
   workdir = tmp_path / 'run'
-  job = start(workdir)
-  running = job.wait_for_step(3)
+  killed = start(workdir, checkpoint_every_steps=2)
+  killed.wait_for_step(5)
   second = start(workdir)
   assert second.finish() == 1
   assert second.last_line().startswith('error: ') and 'in use by another run' in second.output
   assert 'Traceback' not in second.output
-  job.signal(signal.SIGHUP)
-  assert assert_stopped(job, workdir, 'SIGHUP') > running
-
-
-def test_after_sigkill_the_run_resumes_and_stops_on_signals_during_setup(tmp_path, start):
-  """SIGKILL leaves the lock file behind: the next run takes it over at once and resumes.
-  SIGTERM while that run restores and compiles, then SIGINT and SIGTERM again before the
-  save: it saves the first step it finishes, once, waits for the write, and exits."""
-  workdir = tmp_path / 'run'
-  killed = start(workdir, checkpoint_every_steps=2)
-  killed.wait_for_step(5)
   killed.kill()  # no handler runs
   assert (workdir / 'run.lock').exists()
   last = saved_steps(workdir)[-1]
   resumed = start(workdir, checkpoint_every_steps=2)
   resumed.wait_for(rf'Restored checkpoint of step {last}')
-  resumed.signal(signal.SIGTERM)
-  resumed.wait_for(r'SIGTERM received')
+  resumed.signal(signal.SIGHUP)
+  resumed.wait_for(r'SIGHUP received')
   resumed.signal(signal.SIGINT)
   resumed.signal(signal.SIGTERM)
-  assert assert_stopped(resumed, workdir, 'SIGTERM') == last + 1
+  assert assert_stopped(resumed, workdir, 'SIGHUP') == last + 1
   assert resumed.output.count('received again') == 2
   assert 'Taking over the lock of a run that is gone' in resumed.output
 
