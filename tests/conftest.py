@@ -44,12 +44,15 @@ def tiny_model(name: str = 'attention56', num_classes: int = 10, **overrides):
 
 
 def random_variables(shapes, seed=0):
-  """Variables of these shapes drawn with NumPy (compiling a random initialisation is slow on
-  CPUs): He-scaled kernels, BatchNorm parameters and statistics away from their defaults."""
+  """Variables (or a whole train state) of these shapes drawn with NumPy (compiling a random
+  initialisation is slow on CPUs): He-scaled kernels, BatchNorm parameters and statistics away
+  from their defaults, other floats around 0, integers (counters) 0."""
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):
-    name = path[-1].key
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.zeros(leaf.shape, leaf.dtype)
+    name = getattr(path[-1], 'key', getattr(path[-1], 'name', None))
     if name == 'kernel':
       scale = np.sqrt(2 / np.prod(leaf.shape[:-1]))
     elif name == 'var':

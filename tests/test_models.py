@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import random_variables, tiny_model
 
 from ran_jax import configs as config_table
 from ran_jax.models import (AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch,
@@ -110,7 +110,7 @@ def test_arl_identity_when_mask_is_zero():
   unit = functools.partial(PreActBottleneck, conv=conv, norm=norm)
   module = AttentionModule(16, unit, conv, norm, poolings=2)
   x = jax.random.normal(jax.random.key(3), (2, 16, 16, 16))
-  variables = quick_jit(module.init)(jax.random.key(0), x)
+  variables = random_variables(jax.eval_shape(module.init, jax.random.key(0), x))
 
   def zero_mask(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
@@ -135,7 +135,7 @@ def test_nal_differs_from_arl():
   unit = functools.partial(PreActBottleneck, conv=conv, norm=norm)
   arl = AttentionModule(16, unit, conv, norm, poolings=2)
   x = jax.random.normal(jax.random.key(3), (2, 16, 16, 16))
-  variables = quick_jit(arl.init)(jax.random.key(0), x)
+  variables = random_variables(jax.eval_shape(arl.init, jax.random.key(0), x))
   assert not np.allclose(quick_jit(arl.apply)(variables, x),
                          quick_jit(arl.clone(attention='nal').apply)(variables, x))
   seen = []
@@ -154,9 +154,9 @@ def test_bf16_compute_keeps_float32_params_and_logits():
   model = tiny_model(dtype='bfloat16', stage_widths=(16,), modules_per_stage=(1,),
                      mask_poolings=(2,))
   images = jnp.ones((2, 32, 32, 3))
-  variables = quick_jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
-  dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
-  assert dtypes == {jnp.dtype(jnp.float32)}
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+  variables = random_variables(shapes)
   logits, updates = quick_jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
       variables, images)
   assert logits.dtype == jnp.float32

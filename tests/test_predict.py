@@ -99,7 +99,7 @@ def test_errors_are_one_line_and_exit_1(case, run, tmp_path, capsys):
     image.write_text('not an image')
     expected = 'notes.png could not be read as an image'
   else:
-    image, expected = write_png(tmp_path / 'tiny.png', np.zeros((3, 9))), 'tiny.png is 9x3'
+    image, expected = write_png(tmp_path / 'tiny.png', np.zeros((1, 9))), 'tiny.png is 9x1'
   status, _, err = run_tool(predict, [*run.tool_flags(workdir), str(image)], capsys)
   assert expected in error_line(status, err)
 
@@ -110,14 +110,14 @@ def test_no_image_is_a_usage_error(run, capsys):
 
 
 def test_real_process_prints_one_error_line(run, tmp_path):
-  """The one process of these tests: an image below the network's 4 pixels (min_input_size)."""
-  image = write_png(tmp_path / 'small.png', np.zeros((3, 3, 3)))
+  """The one process of these tests: an image below the network's 2 pixels (min_input_size)."""
+  image = write_png(tmp_path / 'small.png', np.zeros((1, 1, 3)))
   result = subprocess.run([sys.executable, '-m', 'ran_jax.predict', *run.tool_flags(),
                            str(image)], cwd=ROOT, env=job_env(), capture_output=True,
                           text=True, timeout=300, check=False)
   assert 'Traceback' not in result.stderr
   line = error_line(result.returncode, result.stderr)
-  assert 'small.png is 3x3 pixels' in line and 'at least 4x4' in line
+  assert 'small.png is 1x1 pixels' in line and 'at least 2x2' in line
   assert result.stdout == ''
 
 

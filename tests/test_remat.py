@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import tiny_model
+from conftest import random_variables, tiny_model
 
 from ran_jax.models import activation_bytes_per_image
 from ran_jax.train.compiler_options import QUICK_COMPILE
@@ -34,8 +34,8 @@ def reference():
   model = small_model()
   images = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
   labels = jnp.arange(8) % 10
-  variables = jax.jit(lambda: model.init(jax.random.key(0), images, train=False),
-                      compiler_options=QUICK_COMPILE)()
+  variables = random_variables(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), images, train=False)))
   return variables, images, labels, loss_and_grad(model, variables, images, labels)
 
 

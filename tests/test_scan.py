@@ -108,13 +108,13 @@ def run(tmp_path_factory):
   return trained(tmp_path_factory)
 
 
-DEEP_FLAGS = ['--config.model.modules_per_stage=(2,)', '--config.model.p=2',
-              '--config.model.t=3', '--config.model.r=2']
+DEEP_FLAGS = ['--config.model.modules_per_stage=(2,)', '--config.model.mask_poolings=(2,)',
+              '--config.model.p=2', '--config.model.t=3', '--config.model.r=2']
 
 
 def deep_config(run, scan: bool):
   config = run.config.copy_and_resolve_references()
-  config.model.update(modules_per_stage=(2,), p=2, t=3, r=2, scan=scan)
+  config.model.update(modules_per_stage=(2,), mask_poolings=(2,), p=2, t=3, r=2, scan=scan)
   return config
 
 
@@ -126,15 +126,16 @@ def write_run(config, state, workdir) -> None:
 
 @pytest.fixture(scope='module')
 def saved_runs(run, tmp_path_factory):
-  """Work directories of one train state written scanned and unrolled (a digits network
-  with runs of modules and units), and the state in each layout."""
+  """Work directories of one train state (random values, momentum included) written scanned
+  and unrolled (a digits network with runs of modules and units), and the state in each
+  layout."""
   mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
   states, workdirs = {}, {}
   for scan in (True, False):
     config = deep_config(run, scan)
     training = experiment.build_training(config, mesh, num_classes=10, channels=1,
                                          steps_per_epoch=10)
-    states[scan] = (training.init() if scan else
+    states[scan] = (random_variables(training.target) if scan else
                     layout.convert(states[True], training.target))
     workdirs[scan] = tmp_path_factory.mktemp(f'scan_{scan}')
     write_run(config, states[scan], workdirs[scan])
@@ -169,7 +170,8 @@ def test_predict_reads_a_checkpoint_of_either_layout(run, saved_runs, tmp_path, 
   results = {}
   for written in (True, False):
     tiny = [flag for flag in run.tool_flags(workdirs[written])
-            if not flag.startswith('--config.model.modules_per_stage=')]
+            if not flag.startswith(('--config.model.modules_per_stage=',
+                                    '--config.model.mask_poolings='))]
     status, out, err = run_tool(predict, [
         *tiny, *DEEP_FLAGS, f'--config.model.scan={not written}', '--json', str(image)], capsys)
     assert status == 0, err
