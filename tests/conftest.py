@@ -3,6 +3,7 @@
 The whole session sees 8 CPU devices, so that sharding is exercised as on a real host.
 """
 
+import functools
 import os
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -29,9 +30,13 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 from ran_jax.models import create_model  # noqa: E402
+from ran_jax.train.compiler_options import QUICK_COMPILE  # noqa: E402
 
 TINY = dict(stem_width=8, stage_widths=(16, 32, 64), final_width=128)
 TINY_NEXT = dict(TINY, groups=4)
+
+# For programs a test runs once: their compile time matters, their speed does not.
+quick_jit = functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
 
 
 def tiny_model(name: str = 'attention56', num_classes: int = 10, **overrides):
@@ -63,6 +68,13 @@ def random_variables(shapes, seed=0):
     return jnp.asarray(value, jnp.float32)
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
+
+def traced_init(model, input_shape, **kwargs):
+  """(output, variables) of `model.init` on float32 inputs of `input_shape`, as shapes: the
+  network is traced once (the initialisation's own forward pass) and nothing is computed."""
+  images = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+  return jax.eval_shape(functools.partial(model.init_with_output, jax.random.key(0), **kwargs),
+                        images)
 
 
 @pytest.fixture(scope='session')

@@ -1,6 +1,5 @@
 """Every experiment config: it passes the checks, builds its model, and documents itself."""
 
-import functools
 import importlib
 import re
 
@@ -8,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from absl import flags
+from conftest import traced_init
 from ml_collections import config_flags
 
 from ran_jax import configs as config_table
@@ -38,11 +38,7 @@ def _params(config) -> int:
   model = build_model(config, classes).clone(num_classes=1, dtype=jnp.float32, scan=True)
   key = f'{model!r} {config.image_size} {channels}'
   if key not in _TRACED:
-    images = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, channels),
-                                  jnp.float32)
-
-    logits, variables = jax.eval_shape(functools.partial(model.init_with_output,
-                                                         jax.random.key(0)), images)
+    logits, variables = traced_init(model, (1, config.image_size, config.image_size, channels))
     params = variables['params']
     assert logits.shape == (1, 1) and logits.dtype == jnp.float32
     _TRACED[key] = params

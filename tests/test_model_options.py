@@ -6,14 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_variables, tiny_model
+from conftest import quick_jit, random_variables, tiny_model, traced_init
 from flax import traverse_util
 
 from ran_jax.models import PreActInception, TrunkBranch, create_model, model_costs, presets
 from ran_jax.models import attention as attention_lib
 from ran_jax.models.__main__ import main as summary_main
 from ran_jax.models.units import inception_widths, make_conv, make_norm
-from ran_jax.train.compiler_options import QUICK_COMPILE
 
 SMALL = dict(stage_widths=(16, 32), modules_per_stage=(1, 1), mask_poolings=(2, 1))
 
@@ -29,11 +28,8 @@ def init_shapes(model, size, batch=1):
 
 def apply_shapes(model, size):
   """Logits and intermediates (soft masks, trunk outputs) of `model`, as shapes."""
-  images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
-
-  return jax.eval_shape(functools.partial(  # the initialisation's forward pass: traced once
-      model.init_with_output, jax.random.key(0), train=False,
-      capture_intermediates=lambda m, _: isinstance(m, TrunkBranch)), images)
+  return traced_init(model, (2, size, size, 3), train=False,
+                     capture_intermediates=lambda m, _: isinstance(m, TrunkBranch))
 
 
 def units_per_stage(costs, first_conv):
@@ -70,7 +66,6 @@ def test_no_mask_network_equals_arl_with_a_zero_mask():
   assert not any('mask' in path for path in flat(expected['params']))
   assert not any('mask' in path for path in flat(expected['batch_stats']))
 
-  quick_jit = functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
   arl_apply = quick_jit(functools.partial(arl.apply, train=False))
   arl_logits = arl_apply(variables, images)
   plain_logits, state = quick_jit(functools.partial(
@@ -203,8 +198,7 @@ def test_inception_unit_trains():
   unit = PreActInception(32, conv, norm, strides=2)
   x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 7, 16)), jnp.float32)
   variables = random_variables(jax.eval_shape(unit.init, jax.random.key(0), x))
-  out, updates = jax.jit(functools.partial(unit.apply, mutable=['batch_stats']),
-                         compiler_options=QUICK_COMPILE)(variables, x)
+  out, updates = quick_jit(functools.partial(unit.apply, mutable=['batch_stats']))(variables, x)
   assert out.shape == (2, 4, 4, 32) and bool(jnp.all(jnp.isfinite(out)))
   assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(
       variables['batch_stats'])

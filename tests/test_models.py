@@ -9,25 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_variables, tiny_model
+from conftest import quick_jit, random_variables, tiny_model, traced_init
 
 from ran_jax import configs as config_table
 from ran_jax.models import (AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch,
                             create_model, list_models)
 from ran_jax.models.units import make_conv, make_norm
-from ran_jax.train.compiler_options import QUICK_COMPILE
 
-# Programs run once here: their compile time matters, their speed does not.
-quick_jit = functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
 IMAGENET_SIZES = [(57, 57), (100, 100), (224, 224), (320, 320), (448, 448), (224, 160)]
 
 
 def output_shape(model, height, width, batch=2):
-  images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
-  # The forward pass of the initialisation: the network traced once, not twice.
-  logits, _ = jax.eval_shape(functools.partial(model.init_with_output, jax.random.key(0),
-                                               train=False), images)
-  return logits
+  return traced_init(model, (batch, height, width, 3), train=False)[0]
 
 
 # test_configs.py builds every config's model at full size; these are the others.

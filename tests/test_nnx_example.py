@@ -1,7 +1,6 @@
 """examples/nnx_bridge.py: a preset wrapped with `flax.nnx.bridge.ToNNX` matches linen."""
 
 import ast
-import functools
 import importlib.util
 import pathlib
 
@@ -10,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import quick_jit
 from flax import nnx
-
-from ran_jax.train.compiler_options import QUICK_COMPILE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # One attention stage (one module with its soft mask branch) keeps the compiles short.
@@ -47,7 +45,7 @@ def trained():
 
   linen_model = model.to_nnx__module
 
-  @functools.partial(jax.jit, compiler_options=QUICK_COMPILE)
+  @quick_jit
   def reference(variables):
     eval_logits = linen_model.apply(variables, images, train=False)
     train_logits, updates = linen_model.apply(

@@ -7,10 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_variables, tiny_model
+from conftest import quick_jit, random_variables, tiny_model
 
 from ran_jax.models import activation_bytes_per_image
-from ran_jax.train.compiler_options import QUICK_COMPILE
 
 
 def loss_and_grad(model, variables, images, labels):
@@ -19,7 +18,7 @@ def loss_and_grad(model, variables, images, labels):
                             images, train=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   # Compiled quickly (no LLVM optimisation): the values are the same, the test is about them.
-  return jax.jit(jax.value_and_grad(loss_fn), compiler_options=QUICK_COMPILE)(variables['params'])
+  return quick_jit(jax.value_and_grad(loss_fn))(variables['params'])
 
 
 SMALL = dict(stage_widths=(16,), modules_per_stage=(1,), mask_poolings=(2,))

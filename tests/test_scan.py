@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import random_variables, tiny_model
+from conftest import quick_jit, random_variables, tiny_model
 from trained_digits import run_tool, trained, write_png
 
 from ran_jax import predict
@@ -16,11 +16,11 @@ from ran_jax.masks import forward as forward_lib
 from ran_jax.models import count_params, layout
 from ran_jax.train import checkpoint, experiment, loop, restore
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.compiler_options import QUICK_COMPILE
 
 # Two modules in a stage, t=3 and a lowest mask level of 2r=4 units: runs of modules and of
 # units, nested; p=2 and r=2 give runs too short to scan.
-DEEP = dict(stage_widths=(16,), modules_per_stage=(2,), mask_poolings=(2,), p=2, t=3, r=2)
+DEEP_TOPOLOGY = dict(modules_per_stage=(2,), mask_poolings=(2,), p=2, t=3, r=2)
+DEEP = dict(stage_widths=(16,), **DEEP_TOPOLOGY)
 
 
 def deep_model(scan: bool):
@@ -44,8 +44,7 @@ def forward_and_grads(model, variables, images, labels):
                                 mutable=['batch_stats', 'intermediates'])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (logits, state)
-  grads, (logits, state) = jax.jit(jax.grad(loss_fn, has_aux=True),
-                                   compiler_options=QUICK_COMPILE)(variables['params'])
+  grads, (logits, state) = quick_jit(jax.grad(loss_fn, has_aux=True))(variables['params'])
   return logits, state['batch_stats'], forward_lib.soft_masks(state['intermediates']), grads
 
 
@@ -108,13 +107,12 @@ def run(tmp_path_factory):
   return trained(tmp_path_factory)
 
 
-DEEP_FLAGS = ['--config.model.modules_per_stage=(2,)', '--config.model.mask_poolings=(2,)',
-              '--config.model.p=2', '--config.model.t=3', '--config.model.r=2']
+DEEP_FLAGS = [f'--config.model.{key}={value}' for key, value in DEEP_TOPOLOGY.items()]
 
 
 def deep_config(run, scan: bool):
   config = run.config.copy_and_resolve_references()
-  config.model.update(modules_per_stage=(2,), mask_poolings=(2,), p=2, t=3, r=2, scan=scan)
+  config.model.update(DEEP_TOPOLOGY, scan=scan)
   return config
 
 
@@ -170,8 +168,7 @@ def test_predict_reads_a_checkpoint_of_either_layout(run, saved_runs, tmp_path, 
   results = {}
   for written in (True, False):
     tiny = [flag for flag in run.tool_flags(workdirs[written])
-            if not flag.startswith(('--config.model.modules_per_stage=',
-                                    '--config.model.mask_poolings='))]
+            if not flag.startswith(tuple(f'--config.model.{key}=' for key in DEEP_TOPOLOGY))]
     status, out, err = run_tool(predict, [
         *tiny, *DEEP_FLAGS, f'--config.model.scan={not written}', '--json', str(image)], capsys)
     assert status == 0, err
