@@ -15,6 +15,8 @@ from typing import NoReturn
 from absl import flags, logging
 from ml_collections import config_flags
 
+from ran_jax.train import platforms
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -49,19 +51,29 @@ class QuietRoutineLogs(std_logging.Filter):
   """
 
   ROUTINE = ('orbax', 'tensorflow_datasets', os.path.join('clu', 'platform'))
+  # Orbax's warnings that are routine here: the unfinished save of a killed run is removed
+  # before the next save, a save waits for the one before it, a step saved without Orbax's
+  # metadata file is read without it.
+  ROUTINE_ORBAX_WARNINGS = ('Attempted to create temporary directory',
+                            'Waiting for previous save to complete',
+                            'Metadata file does not exist')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.name == 'asyncio' and record.getMessage().startswith('Task exception'):
       return False
     if not any(part in record.pathname for part in self.ROUTINE):
       return True
-    return record.levelno >= std_logging.WARNING and not (
-        record.exc_info and 'orbax' in record.pathname)
+    if 'orbax' in record.pathname and (
+        record.exc_info or str(record.msg).startswith(self.ROUTINE_ORBAX_WARNINGS)):
+      return False
+    return record.levelno >= std_logging.WARNING
 
 
 def quiet_routine_logs() -> None:
   """Keeps the libraries' routine lines (`QuietRoutineLogs`) and JAX's platform search out of
-  the log."""
+  the log, and libtpu's errors on a host without TPUs (`platforms.cpu_only_without_accelerators`).
+  """
+  platforms.cpu_only_without_accelerators()
   logging.get_absl_handler().addFilter(QuietRoutineLogs())
   # JAX reports at INFO that it found no TPU; that is no news on a GPU or CPU host.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
@@ -96,6 +108,19 @@ def _config_file_error(message: str) -> str | None:
   return ' '.join(lines[starts[-1]:]) if starts else None
 
 
+def _unreadable_config(error: OSError) -> str:
+  """Why the --config file could not be read, naming its path."""
+  path = FLAGS['config'].config_filename.split(':', 1)[0]
+  if not os.path.exists(path):
+    where = '' if os.path.isabs(path) else f' (relative to {os.getcwd()})'
+    return f'the --config file {path} does not exist{where}'
+  if os.path.isdir(path):
+    return f'the --config file {path} is a directory, not a Python file'
+  if not os.access(path, os.R_OK):
+    return f'the --config file {path} is not readable (permission denied)'
+  return f'the --config file {path} could not be read: {error}'
+
+
 def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> list[str]:
   """Parses flags; a bad flag, config file or --config.FIELD ends with one clear line.
 
@@ -111,8 +136,8 @@ def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> 
   try:
     argv = FLAGS(argv)
     FLAGS.config.get('dataset')  # a config that failed to load raises here
-  except OSError as error:
-    fail(error, EXIT_USAGE)
+  except OSError as error:  # the config file could not be read
+    fail(_unreadable_config(error), EXIT_USAGE)
   except (ImportError, SyntaxError) as error:  # raised by the config file itself
     fail(f'the --config file could not be loaded: {type(error).__name__}: {error}', EXIT_USAGE)
   except flags.Error as error:

@@ -23,7 +23,6 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +31,7 @@ from absl import app, flags
 
 from ran_jax import cli
 from ran_jax.cli import EXIT_USAGE, FLAGS
+from ran_jax.train import platforms
 
 EXIT_DOES_NOT_FIT = 3
 EXAMPLE = ('python3 -m ran_jax.plan --config=configs/imagenet_attention56.py '
@@ -76,16 +76,6 @@ class Target:
   compiler: str = ''
 
 
-def _quiet_libtpu(accelerator_name: str) -> None:
-  """Environment that keeps libtpu from looking for TPU hardware and metadata servers, and
-  lets several compiling processes load it (a compile needs no TPU to itself)."""
-  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
-  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
-  os.environ.setdefault('TPU_ACCELERATOR_TYPE', accelerator_name)
-  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
-  os.environ.setdefault('TPU_WORKER_ID', '0')
-
-
 def _capacity(capacity_gib: float | None, default: int | None,
               source: str) -> tuple[int | None, str]:
   """Bytes per device and where the figure comes from: --capacity_gib when given."""
@@ -107,7 +97,7 @@ def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
   if importlib.util.find_spec('libtpu') is None:
     raise RuntimeError(f'compiling for {name} needs libtpu, which is not installed; install '
                        f'it with: {TPU_INSTALL} (from the repository root)')
-  _quiet_libtpu(accelerator.name)
+  platforms.libtpu_compile_environment(accelerator.name)
   from jax.experimental import topologies
   devices = topologies.get_topology_desc(
       accelerator.topology_name, 'tpu', chip_config_name=accelerator.chip_config_name,

@@ -44,7 +44,9 @@ BAD_VALUES = {
 SPECIAL = {
     'missing --workdir': '--workdir is required',
     'missing --config': '--config is required',
-    'config file not found': 'no_such_config.py',
+    'config file not found': 'the --config file configs/no_such_config.py does not exist '
+                             f'(relative to {ROOT})',
+    'config path is a directory': 'the --config file configs is a directory',
     'unknown config variant': "unknown variant 'attention57,arl'",
     'workdir is a file': 'workdir=',
     'checkpoints is a file': 'is a file where the checkpoints directory goes',
@@ -72,6 +74,7 @@ def special_args(base, data_dir) -> dict[str, list[str]]:
       'missing --workdir': [DIGITS],
       'missing --config': [f'--workdir={base / "x"}'],
       'config file not found': ['--config=configs/no_such_config.py', f'--workdir={base / "x"}'],
+      'config path is a directory': ['--config=configs:arl', f'--workdir={base / "x"}'],
       'unknown config variant': ['--config=configs/cifar_arl_nal.py:attention57,arl',
                                  f'--workdir={base / "x"}'],
       'workdir is a file': [DIGITS, f'--workdir={base / "a_file"}'],

@@ -11,14 +11,15 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from ran_jax.data import digits
+from ran_jax.data import builders, digits
+from ran_jax.data.datasets import get_spec
 
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory) -> str:
   """A data_dir holding the prepared dataset."""
   path = str(tmp_path_factory.mktemp('tfds'))
-  digits.prepare_digits(path)
+  builders.prepare(get_spec('digits'), path)
   return path
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ran_jax.data import digits as digits_builder
+from ran_jax.data import builders
+from ran_jax.data.datasets import get_spec
 from ran_jax.data.label_noise import label_shifts, noise_count
 from ran_jax.data.pipeline import InputConfig, InputPipeline, as_numpy
 
@@ -38,7 +39,7 @@ def prepared_labels(data_dir, name='digits'):
 
 @pytest.fixture(scope='module')
 def digits_dir(tmp_path_factory):
-  return fake_datasets.shared('digits', tmp_path_factory, digits_builder.prepare_digits)
+  return fake_datasets.shared('digits', tmp_path_factory, lambda path: builders.prepare(get_spec('digits'), path))
 
 
 @pytest.fixture(scope='module')

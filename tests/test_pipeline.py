@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_datasets.core import file_adapters
 
-from ran_jax.data import digits as digits_builder
+from ran_jax.data import builders
 from ran_jax.data.batch_shapes import batch_shapes
+from ran_jax.data.datasets import get_spec
 from ran_jax.data.pipeline import DatasetUnavailableError, InputConfig, InputPipeline, as_numpy
 
 FILES, PER_FILE = fake_datasets.CIFAR10_FILES, fake_datasets.CIFAR10_PER_FILE
@@ -228,7 +229,7 @@ def test_several_processes_do_not_prepare_a_download_themselves(tmp_path):
 
 
 def test_missing_files_say_what_to_do(tmp_path):
-  builder = digits_builder.prepare_digits(str(tmp_path))
+  builder = builders.prepare(get_spec('digits'), str(tmp_path))
   for instruction in builder.info.splits['train'].file_instructions:
     os.remove(instruction.filename)
   with pytest.raises(DatasetUnavailableError, match='incomplete.*missing.*prepare it again'):

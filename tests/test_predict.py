@@ -2,6 +2,7 @@
 top-5 against a direct `model.apply`, --json, any image size and mode, the one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -109,16 +110,28 @@ def test_no_image_is_a_usage_error(run, capsys):
   assert status == 2 and err.strip().startswith('error: give one or more IMAGE files')
 
 
+def predict_process(run, image) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'ran_jax.predict', *run.tool_flags(), str(image)],
+                        cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_real_process_prints_its_result_and_nothing_on_stderr(run, eval_digit, tmp_path):
+  """No library's start-up lines either (job_env makes TensorFlow print its own)."""
+  image = write_png(tmp_path / 'digit.png', eval_digit[0][..., 0])
+  result = predict_process(run, image)
+  assert (result.returncode, result.stderr) == (0, '')
+  assert re.fullmatch(rf'{image}: (\d \d\.\d{{4}}, ){{4}}\d \d\.\d{{4}}\n', result.stdout)
+
+
 def test_real_process_prints_one_error_line(run, tmp_path):
-  """The one process of these tests: an image below the network's 2 pixels (min_input_size)."""
+  """An image below the network's 2 pixels (min_input_size)."""
   image = write_png(tmp_path / 'small.png', np.zeros((1, 1, 3)))
-  result = subprocess.run([sys.executable, '-m', 'ran_jax.predict', *run.tool_flags(),
-                           str(image)], cwd=ROOT, env=job_env(), capture_output=True,
-                          text=True, timeout=300, check=False)
+  result = predict_process(run, image)
   assert 'Traceback' not in result.stderr
   line = error_line(result.returncode, result.stderr)
   assert 'small.png is 1x1 pixels' in line and 'at least 2x2' in line
-  assert result.stdout == ''
+  assert result.stdout == '' and result.stderr.strip() == line
 
 
 def test_decoded_eval_crop_is_the_jpeg_paths():

@@ -6,7 +6,7 @@ import re
 import signal
 
 import pytest
-from training_jobs import Job, digits_flags
+from training_jobs import Job, assert_log_lines_only, digits_flags
 
 from ran_jax.train.errors import EXIT_PREEMPTED
 from ran_jax.train.stop_signals import StopRequested, StopSignals
@@ -67,6 +67,10 @@ def test_a_second_run_is_refused_and_after_sigkill_the_run_resumes_and_stops_on_
   killed.kill()  # no handler runs
   assert (workdir / 'run.lock').exists()
   last = saved_steps(workdir)[-1]
+  # What a kill during a save leaves: the next run removes it before saving that step again.
+  unfinished = workdir / 'checkpoints' / f'{last + 1}.orbax-checkpoint-tmp'
+  unfinished.mkdir()
+  (unfinished / 'part').write_bytes(b'x' * 100)
   resumed = start(workdir, checkpoint_every_steps=2)
   resumed.wait_for(rf'Restored checkpoint of step {last}')
   resumed.signal(signal.SIGHUP)
@@ -76,6 +80,8 @@ def test_a_second_run_is_refused_and_after_sigkill_the_run_resumes_and_stops_on_
   assert assert_stopped(resumed, workdir, 'SIGHUP') == last + 1
   assert resumed.output.count('received again') == 2
   assert 'Taking over the lock of a run that is gone' in resumed.output
+  assert not unfinished.exists()
+  assert_log_lines_only('\n'.join(resumed.lines[:-1]))  # no library's routine lines
 
 
 def test_a_signal_while_interruptible_stops_at_once():

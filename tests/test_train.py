@@ -71,6 +71,7 @@ def train_three_steps(devices, dtype, monkeypatch):
   tx = optim.make_optimizer(digits_attention56.get_config(), schedule)
   rng = np.random.default_rng(0)
   mesh = mesh_lib.make_mesh(devices)
+  assert mesh.axis_types == (jax.sharding.AxisType.Auto,)  # whatever JAX's default
   init, target = train_state_factory(model, tx, mesh, (8, 8, 1), seed=0)
   state, shardings = init(), shardings_of(target)
   assert state.params['stem_conv']['kernel'].sharding.device_set == set(devices)

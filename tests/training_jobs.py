@@ -18,7 +18,9 @@ import jax
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # seconds for any one awaited log line or exit
 BOUND = 240  # seconds by which a job that fails or is stopped must have ended
-LOG_LINE = re.compile(r'[IWEF]\d{4} ')  # absl's log lines: I1203 16:31:01.719535 ...
+# absl-py's log lines (I1203 16:31:01.719535 140092546997120 loop.py:338] ...): Python's only,
+# so that a C++ library's lines (I0000 00:00:1796408611.024406 2874 port.cc:153] ...) are strays.
+LOG_LINE = re.compile(r'[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] ')
 
 # One narrow stage whose mask branch pools once (the fewest operations, so the quickest
 # compiles): the network of every training test (in this process or another), so that each of
@@ -46,9 +48,15 @@ def digits_flags(workdir, data_dir, **fields) -> list[str]:
 
 
 def job_env(**extra: str) -> dict[str, str]:
-  """The test session's environment for a child process, sharing its compilation cache."""
+  """The test session's environment for a child process, sharing its compilation cache.
+
+  TensorFlow is made to print its start-up lines as loudly as on any machine (oneDNN's notice
+  is printed on every x86 CPU with TF_ENABLE_ONEDNN_OPTS=1), so that the tests that read a
+  child's stderr see them wherever they leak.
+  """
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / 'tests')]),
-             **extra)
+             TF_ENABLE_ONEDNN_OPTS='1', **extra)
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
   cache = jax.config.jax_compilation_cache_dir
   if cache:
     env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
@@ -140,6 +148,11 @@ def assert_one_closing_line(stderr: str, status: int, *, starts: str = 'error: '
   assert closing == [lines[-1]] and lines[-1].startswith(starts), stderr[-3000:]
   for noise in ('Traceback', 'Task exception', 'Exception ignored', 'Event loop is closed'):
     assert noise not in stderr, stderr[-3000:]
-  strays = [line for line in lines[:-1] if not LOG_LINE.match(line)]
-  assert not strays, '\n'.join(strays[:20])
+  assert_log_lines_only('\n'.join(lines[:-1]))
   return lines[-1]
+
+
+def assert_log_lines_only(stderr: str) -> None:
+  """Every line of `stderr` is one of the program's log lines (no library's start-up lines)."""
+  strays = [line for line in stderr.splitlines() if line.strip() and not LOG_LINE.match(line)]
+  assert not strays, '\n'.join(strays[:20])

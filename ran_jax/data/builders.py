@@ -1,16 +1,17 @@
 """Finding and preparing the TFDS datasets, with errors that say what to do."""
 
+import contextlib
+import io
 import logging
 import os
 import socket
 import urllib.parse
 from collections.abc import Callable
 
-import tensorflow_datasets as tfds
 from etils import epath
-from tensorflow_datasets.core.download import resource
 
 from ran_jax.data.datasets import DatasetSpec, DatasetUnavailableError
+from ran_jax.data.quiet_tf import tfds
 
 PROBE_SECONDS = 10  # to connect to a download host before TFDS is left to try
 
@@ -64,7 +65,7 @@ def _unreachable_source(builder: tfds.core.DatasetBuilder) -> str | None:
     return None
   downloads = builder.data_dir_root / 'downloads'
   for url, info in (builder.url_infos or {}).items():
-    if (downloads / resource.get_dl_fname(url, info.checksum)).exists():
+    if (downloads / tfds.download.resource.get_dl_fname(url, info.checksum)).exists():
       continue
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == 'https' else 80)
@@ -85,6 +86,16 @@ def describe(builder: tfds.core.DatasetBuilder) -> str:
   splits = ', '.join(f'{name} {split.num_examples:,} examples ({split.num_shards} files)'
                      for name, split in sorted(builder.info.splits.items()))
   return f'{builder.info.full_name} in {builder.data_dir}: {splits}'
+
+
+def download_and_prepare(builder: tfds.core.DatasetBuilder,
+                         config: tfds.download.DownloadConfig | None = None,
+                         progress_bars: bool = False) -> None:
+  """`builder.download_and_prepare`, without the lines TFDS prints on stdout (its size notice
+  and 'downloaded and prepared'): callers report in their own words."""
+  tfds.display_progress_bar(progress_bars)
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_config=config)
 
 
 def prepare(spec: DatasetSpec, data_dir: str | None, manual_dir: str | None = None,
@@ -119,9 +130,8 @@ def prepare(spec: DatasetSpec, data_dir: str | None, manual_dir: str | None = No
           'data_dir to a directory where it is prepared).')
   report(f'Preparing {spec.tfds_name} in {builder.data_dir_root} {source} ...')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir, num_shards=num_shards)
-  tfds.display_progress_bar(progress_bars)
   try:
-    builder.download_and_prepare(download_config=config)
+    download_and_prepare(builder, config, progress_bars)
   except Exception as error:  # TFDS raises many kinds; the cause is in the message
     raise DatasetUnavailableError(
         f'{spec.tfds_name} is not prepared in {builder.data_dir_root}, and preparing it failed: '

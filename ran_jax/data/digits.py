@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
+
+from ran_jax.data.quiet_tf import tfds
 
 NAME = 'digits'
 IMAGE_SHAPE = (8, 8, 1)
@@ -108,11 +109,3 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=_registered_here
   ) -> Iterator[tuple[int, dict[str, Any]]]:
     for index in indices:
       yield index, {'image': images[index], 'label': int(labels[index])}
-
-
-def prepare_digits(data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Returns the `digits` builder for `data_dir`, generating the dataset if needed."""
-  builder = Digits(data_dir=data_dir)
-  if not builder.is_prepared():
-    builder.download_and_prepare()
-  return builder

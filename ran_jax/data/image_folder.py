@@ -33,8 +33,6 @@ import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from ran_jax.data import builders
@@ -42,6 +40,7 @@ from ran_jax.data import images as images_lib
 from ran_jax.data.datasets import FOLDER, DatasetSpec
 from ran_jax.data.folder_listing import (FolderError, FolderOptions, Listing, fingerprint,
                                          list_folder, split)
+from ran_jax.data.quiet_tf import tf, tfds
 
 SMALL_MAX_SIDE = 64
 IMAGENET_SIZE = 224
@@ -264,8 +263,7 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
              f'{len(plan.splits["validation"]):,} validation images of {len(plan.classes)} '
              f'classes from {listing.root} as the {plan.layout} layout in {builder.data_dir}'
              f'{_changes(listing, data_dir)} ...')
-      tfds.display_progress_bar(False)
-      builder.download_and_prepare()
+      builders.download_and_prepare(builder)
       _write_json(builder.data_dir, LISTING_FILE,
                   {'folder': listing.root, 'entries': listing.entries})
   stats_path = os.path.join(builder.data_dir, STATS_FILE)

@@ -10,10 +10,10 @@ digits: images used at their own size) a bilinear resize when the size differs.
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageOps
 
 from ran_jax.data import preprocess
+from ran_jax.data.quiet_tf import tf
 
 _SIXTEEN_BIT = 257.0  # 65535 / 255
 

@@ -27,17 +27,16 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
 from jax.sharding import NamedSharding
 
 from ran_jax.data import image_folder, label_noise, normalize, preprocess, saved_dataset
+from ran_jax.data import device_batches
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
+from ran_jax.data.quiet_tf import tf, tfds
 from ran_jax.data.records import RecordOrder, split_blocks
-from ran_jax.data import device_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
 T = TypeVar('T')

@@ -7,7 +7,7 @@ the manual directory (`<data_dir>/downloads/manual/` unless --manual_dir is give
 downloaded by TFDS; digits ship with scikit-learn. A dataset already prepared is left as it is.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from ran_jax.data.datasets import DATASETS
 
@@ -33,6 +33,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise SystemExit(f'error: unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS['verbosity'].present:  # the lines printed here report; TFDS's INFO lines repeat
+    logging.set_verbosity(logging.WARNING)
   from ran_jax.data.builders import DatasetUnavailableError, prepare  # after flag parsing
   from ran_jax.data.datasets import get_spec
   try:

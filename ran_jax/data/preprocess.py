@@ -6,7 +6,8 @@ The pixels leave the host unnormalised (uint8 where they are whole numbers); the
 normalise them (`ran_jax.data.normalize`).
 """
 
-import tensorflow as tf
+from ran_jax.data.quiet_tf import tf
+
 
 CROP_PADDING = 32  # eval: resize so the centre crop is image_size / (image_size + 32) of it
 

@@ -20,11 +20,9 @@ import dataclasses
 import os
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from tensorflow_datasets.core import file_adapters
 
 from ran_jax.data.builders import DatasetUnavailableError
+from ran_jax.data.quiet_tf import tf, tfds
 
 AUTOTUNE = tf.data.AUTOTUNE
 READ_PARALLELISM = 16  # blocks of a window read at the same time
@@ -50,7 +48,7 @@ def split_blocks(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg,
   """The blocks of `split`, a part of `whole_split`, after checking that their files exist and
   can be read here; example ids count the records of `whole_split`."""
   file_format = builder.info.file_format
-  adapter = file_adapters.ADAPTER_FOR_FORMAT.get(file_format)
+  adapter = tfds.core.file_adapters.ADAPTER_FOR_FORMAT.get(file_format)
   if adapter is None or not adapter.SUPPORTS_TF_DATA:
     raise DatasetUnavailableError(
         f'{builder.name} in {builder.data_dir} is stored as {file_format}, which tf.data cannot '
@@ -100,14 +98,14 @@ def _seed(seed: int, purpose: int, *values: tf.Tensor) -> tf.Tensor:
 class RecordOrder:
   """Builds the ordered record stream of one process's part of a split."""
 
-  def __init__(self, blocks: Blocks, file_format: file_adapters.FileFormat, *, seed: int,
-               process_index: int, epoch_size: int, window: int):
+  def __init__(self, blocks: Blocks, file_format: tfds.core.file_adapters.FileFormat, *,
+               seed: int, process_index: int, epoch_size: int, window: int):
     if not 0 < epoch_size <= blocks.num_records:
       raise ValueError(f'epoch_size={epoch_size} must be in [1, {blocks.num_records}].')
     if window < 1:
       raise ValueError(f'The shuffle buffer must be positive, got {window}.')
     self.blocks = blocks
-    self._adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+    self._adapter = tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format]
     self._seed = seed
     self._process_index = process_index
     self.epoch_size = epoch_size

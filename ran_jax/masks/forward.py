@@ -14,9 +14,9 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from ran_jax.data.pipeline import InputPipeline
+from ran_jax.data.quiet_tf import tfds
 from ran_jax.masks.grid import PREDICTIONS_SHOWN, Row
 from ran_jax.models import layout
 

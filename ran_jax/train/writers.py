@@ -19,6 +19,12 @@ def clu_usable() -> bool:
   return all(importlib.util.find_spec(name) is not None for name in ('clu', 'tensorflow'))
 
 
+def _import_tensorflow_quietly() -> None:
+  """Imports TensorFlow without its start-up lines, before clu imports it."""
+  from ran_jax.data import quiet_tf
+  quiet_tf.import_tensorflow()
+
+
 class MetricWriter(Protocol):
   """What the loop writes metrics through: clu's writers and `NullWriter`."""
 
@@ -93,6 +99,7 @@ def create_writer(workdir: str, *, just_logging: bool) -> MetricWriter:
   if just_logging:
     return NullWriter()
   if clu_usable():
+    _import_tensorflow_quietly()
     from clu import metric_writers
     return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
   logging.warning('TensorFlow is not installed, so clu cannot write TensorBoard files: the '
@@ -109,6 +116,7 @@ def progress_hooks(num_train_steps: int, writer: MetricWriter, every_steps: int,
     if profile_dir:
       logging.warning('Profiling needs clu and TensorFlow; this run is not profiled.')
     return [PauseTimer()]
+  _import_tensorflow_quietly()
   from clu import periodic_actions
   hooks = [periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
                                            every_steps=every_steps, every_secs=None)]
