@@ -53,10 +53,12 @@ class QuietRoutineLogs(std_logging.Filter):
   ROUTINE = ('orbax', 'tensorflow_datasets', os.path.join('clu', 'platform'))
   # Orbax's warnings that are routine here: the unfinished save of a killed run is removed
   # before the next save, a save waits for the one before it, a step saved without Orbax's
-  # metadata file is read without it.
+  # metadata file is read without it, and (before Orbax 0.11.20 or so) a step saved without
+  # metrics is reported with the missing file when its steps are listed.
   ROUTINE_ORBAX_WARNINGS = ('Attempted to create temporary directory',
                             'Waiting for previous save to complete',
-                            'Metadata file does not exist')
+                            'Metadata file does not exist',
+                            'Missing metrics for step')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.name == 'asyncio' and record.getMessage().startswith('Task exception'):
@@ -64,7 +66,8 @@ class QuietRoutineLogs(std_logging.Filter):
     if not any(part in record.pathname for part in self.ROUTINE):
       return True
     if 'orbax' in record.pathname and (
-        record.exc_info or str(record.msg).startswith(self.ROUTINE_ORBAX_WARNINGS)):
+        record.exc_info or str(record.msg).startswith(self.ROUTINE_ORBAX_WARNINGS) or
+        (isinstance(record.msg, FileNotFoundError) and 'metrics' in str(record.msg))):
       return False
     return record.levelno >= std_logging.WARNING
 

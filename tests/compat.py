@@ -48,12 +48,14 @@ ENVIRONMENTS = (Environment('minimum', '3.11', minimum=True),
 
 
 def find_python(version: str) -> str | None:
-  """An interpreter of Python `version`: on PATH, or one of pyenv's."""
-  found = shutil.which(f'python{version}')
-  if found:
-    return found
-  pyenv = sorted(glob.glob(os.path.expanduser(f'~/.pyenv/versions/{version}.*/bin/python')))
-  return pyenv[-1] if pyenv else None
+  """An interpreter of Python `version` that runs: one of pyenv's, or pythonX.Y on PATH."""
+  pyenv = os.path.expanduser(os.environ.get('PYENV_ROOT', '~/.pyenv'))
+  candidates = sorted(glob.glob(f'{pyenv}/versions/{version}.*/bin/python'),
+                      reverse=True) + [shutil.which(f'python{version}')]
+  for python in filter(None, candidates):
+    if subprocess.run([python, '-c', ''], capture_output=True, check=False).returncode == 0:
+      return python
+  return None
 
 
 def versions(python: str) -> str:
@@ -72,8 +74,8 @@ def run_smoke_set(environment: Environment, scratch: pathlib.Path) -> bool | Non
   python = find_python(environment.python)
   if python is None:
     print(f'[{environment.name}] skipped: no Python {environment.python} on this machine '
-          f'(neither python{environment.python} on PATH nor ~/.pyenv/versions/'
-          f'{environment.python}.*)', flush=True)
+          f'(neither in $PYENV_ROOT/versions/{environment.python}.* nor a working '
+          f'python{environment.python} on PATH)', flush=True)
     return None
   start = time.perf_counter()
   venv = scratch / environment.name

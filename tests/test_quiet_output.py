@@ -55,7 +55,7 @@ def test_prepare_prints_its_own_lines_only(tmp_path):
     assert routine not in result.stderr, result.stderr[-3000:]
 
 
-def orbax_record(message: str, level: int = logging.WARNING) -> logging.LogRecord:
+def orbax_record(message: object, level: int = logging.WARNING) -> logging.LogRecord:
   path = os.path.join('site-packages', 'orbax', 'checkpoint', '_src', 'path', 'atomicity.py')
   return logging.LogRecord('absl', level, path, 134, message, ('/w/checkpoints/8',), None)
 
@@ -64,8 +64,10 @@ def test_orbax_routine_warnings_are_dropped_and_others_kept():
   quiet = QuietRoutineLogs()
   for routine in ('Attempted to create temporary directory %s which already exists.',
                   'Waiting for previous save to complete took %s seconds.',
-                  'Metadata file does not exist: %s'):
+                  'Metadata file does not exist: %s', 'Missing metrics for step %s'):
     assert not quiet.filter(orbax_record(routine))
+  assert not quiet.filter(orbax_record(FileNotFoundError('File /w/8/metrics/metrics not found.'),
+                                       logging.ERROR))
   assert not quiet.filter(orbax_record('Saving checkpoint %s', logging.INFO))
   assert quiet.filter(orbax_record('Could not write %s', logging.WARNING))
 

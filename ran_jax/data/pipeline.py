@@ -30,8 +30,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from ran_jax.data import image_folder, label_noise, normalize, preprocess, saved_dataset
-from ran_jax.data import device_batches
+from ran_jax.data import (device_batches, image_folder, label_noise, normalize, preprocess,
+                          saved_dataset)
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec

@@ -8,7 +8,6 @@ normalise them (`ran_jax.data.normalize`).
 
 from ran_jax.data.quiet_tf import tf
 
-
 CROP_PADDING = 32  # eval: resize so the centre crop is image_size / (image_size + 32) of it
 
 

@@ -51,10 +51,10 @@ def import_tensorflow() -> types.ModuleType:
     return sys.modules['tensorflow']
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   try:
+    captured = tempfile.TemporaryFile()
     sys.stderr.flush()
     saved = os.dup(2)
-    captured = tempfile.TemporaryFile()
-  except (OSError, AttributeError, ValueError):  # no stderr descriptor, or no temporary file
+  except (OSError, AttributeError, ValueError):  # no temporary file, or no stderr descriptor
     import tensorflow  # pylint: disable=import-outside-toplevel
     return tensorflow
   try:
