@@ -39,7 +39,8 @@ def prepared_labels(data_dir, name='digits'):
 
 @pytest.fixture(scope='module')
 def digits_dir(tmp_path_factory):
-  return fake_datasets.shared('digits', tmp_path_factory, lambda path: builders.prepare(get_spec('digits'), path))
+  return fake_datasets.shared('digits', tmp_path_factory,
+                              lambda path: builders.prepare(get_spec('digits'), path))
 
 
 @pytest.fixture(scope='module')
