@@ -23,13 +23,18 @@ EXIT_USAGE = 2
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (PATH or PATH:ARG).',
                                 lock_config=True)
-flags.mark_flags_as_required(['config'])
 
 
 def define_json_flag(help_text: str) -> None:
   """Defines --json (once per process; the first tool's help text is kept)."""
   if 'json' not in FLAGS:
     flags.DEFINE_bool('json', False, help_text)
+
+
+def define_out_flag(help_text: str) -> None:
+  """Defines --out (once per process; the first tool's help text is kept)."""
+  if 'out' not in FLAGS:
+    flags.DEFINE_string('out', None, help_text)
 
 
 def define_workdir_flag() -> None:
@@ -101,6 +106,18 @@ def fail(message: object, status: int = EXIT_ERROR) -> NoReturn:
   sys.exit(status)
 
 
+def check_image_paths(paths: list[str]) -> None:
+  """Ends with one line (exit 1) naming the first path that is missing, not a file, or not
+  readable: checked before a network is loaded."""
+  for path in paths:
+    if not os.path.exists(path):
+      fail(f'{path}: no such file; give the path of an image file')
+    if not os.path.isfile(path):
+      fail(f'{path} is not a file; give the path of an image file')
+    if not os.access(path, os.R_OK):
+      fail(f'{path} is not readable (permission denied)')
+
+
 def _config_file_error(message: str) -> str | None:
   """The exception a config file raised ('ValueError: ...'), from the message of the flag
   error that carries its traceback; None for other flag errors."""
@@ -124,7 +141,8 @@ def _unreadable_config(error: OSError) -> str:
   return f'the --config file {path} could not be read: {error}'
 
 
-def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> list[str]:
+def parse_flags(argv: list[str], example: str, arguments: str | None = None,
+                config_required: bool = True) -> list[str]:
   """Parses flags; a bad flag, config file or --config.FIELD ends with one clear line.
 
   Args:
@@ -132,13 +150,18 @@ def parse_flags(argv: list[str], example: str, arguments: str | None = None) -> 
     example: a complete command, shown when --config or --workdir is missing.
     arguments: what the positional arguments are (e.g. 'IMAGE files'), or None when the tool
       takes none.
+    config_required: False for the tools that read a run's recorded config from its work
+      directory (then --config is optional).
 
   Returns:
     The program name followed by the positional arguments.
   """
   try:
     argv = FLAGS(argv)
-    FLAGS.config.get('dataset')  # a config that failed to load raises here
+    if FLAGS.config is None and config_required:
+      fail(f'--config is required, e.g. {example}', EXIT_USAGE)
+    if FLAGS.config is not None:
+      FLAGS.config.get('dataset')  # a config that failed to load raises here
   except OSError as error:  # the config file could not be read
     fail(_unreadable_config(error), EXIT_USAGE)
   except (ImportError, SyntaxError) as error:  # raised by the config file itself

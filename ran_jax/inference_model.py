@@ -20,7 +20,7 @@ from ran_jax.data import pipeline as pipeline_lib
 from ran_jax.data.datasets import FOLDER, get_spec
 from ran_jax.masks.forward import Inputs
 from ran_jax.models import ResidualAttentionNetwork
-from ran_jax.train import checkpoint, experiment, init_from, restore
+from ran_jax.train import checkpoint, experiment, init_from, restore, run_record
 from ran_jax.train import mesh as mesh_lib
 
 
@@ -119,17 +119,30 @@ def _missing(workdir: str) -> MissingCheckpointError:
       'the --config it was trained with), or train one first with python3 -m ran_jax.main')
 
 
-def load_for_inference(config: ml_collections.ConfigDict, workdir: str,
+def _recorded_info(record: run_record.RunRecord, config: ml_collections.ConfigDict) -> _DataInfo:
+  """What inference needs of the data, from the run's record (no dataset is read). The
+  optimizer state's structure does not depend on the epoch length: any positive one does."""
+  normalizer = record.normalizer
+  return _DataInfo(record.class_names, record.channels, normalizer.recipe, normalizer.pad,
+                   normalizer, 1.0, config.image_size, config.eval_image_size)
+
+
+def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
                        pipeline: pipeline_lib.InputPipeline | None = None) -> InferenceModel:
   """The network of the latest checkpoint in `workdir`, on this host's first device.
 
+  `config`: fields to use at inference (`run_record.run_config`); None for the run's own.
   `pipeline`: the run's `InputPipeline` when one is built anyway (its normalisation and
-  dataset info are used). Raises MissingCheckpointError when `workdir` holds no checkpoint,
-  `DatasetUnavailableError` when the 'small' recipe's dataset is not prepared, and
-  `CheckpointError` when the checkpoint is of another model or damaged.
+  dataset info are used). A run that recorded itself needs no dataset. Raises MissingCheckpointError when
+  `workdir` holds no checkpoint, `DatasetUnavailableError` when an unrecorded 'small' run's
+  dataset is not prepared, and `CheckpointError` when the checkpoint is of another model or
+  damaged.
   """
   check_has_checkpoint(workdir)  # before any data or model work
-  info = _data_info(config, workdir, pipeline)
+  config = run_record.run_config(config, workdir)
+  record = run_record.read(workdir) if pipeline is None else None
+  info = (_recorded_info(record, config) if record is not None else
+          _data_info(config, workdir, pipeline))
   config = experiment.with_data_defaults(config, recipe=info.recipe, image_size=info.image_size,
                                          eval_image_size=info.eval_image_size)
   record = init_from.read_record(workdir)

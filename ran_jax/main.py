@@ -43,11 +43,28 @@ flags.DEFINE_string('coordinator_address', None,
 flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1 (with '
                      '--coordinator_address).')
+flags.DEFINE_bool('eval_only', False, 'Only evaluate the latest checkpoint of --workdir, with '
+                  'the config the run recorded there (--config is then optional).')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag, config file or --config.FIELD ends with one clear line."""
-  return cli.parse_flags(argv, EXAMPLE)
+  argv = cli.parse_flags(argv, EXAMPLE, config_required=False)
+  if FLAGS.config is None and not FLAGS.eval_only:
+    cli.fail(f'--config is required, e.g. {EXAMPLE}', EXIT_USAGE)
+  return argv
+
+
+def _config():
+  """--config, or with --eval_only the config the run recorded (`run_record.run_config`),
+  set to only evaluate."""
+  if not FLAGS.eval_only:
+    return FLAGS.config
+  from ran_jax.train import run_record
+  config = run_record.run_config(FLAGS.config, FLAGS.workdir).copy_and_resolve_references()
+  with config.unlocked():
+    config.eval_only = True
+  return config
 
 
 def _distributed_args() -> dict | None:
@@ -93,7 +110,7 @@ def main(argv: list[str]) -> None:
   from ran_jax.train.errors import Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
   try:  # checks the config first, before TensorFlow is imported: a bad value stops at once
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train_and_evaluate(_config(), FLAGS.workdir)
   except Preempted as stop:
     _end(str(stop), EXIT_PREEMPTED)
   except (ValueError, DatasetUnavailableError, TrainingError) as error:

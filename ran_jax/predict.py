@@ -1,13 +1,16 @@
 """Classifies image files with a trained network: the top-5 classes of each.
 
-    python -m ran_jax.predict --workdir=DIR --config=CONFIG.py IMAGE [IMAGE ...]
+    python -m ran_jax.predict --workdir=DIR IMAGE [IMAGE ...]
 
-Restores the latest checkpoint in DIR (trained with CONFIG) and prints one line per image:
+Restores the latest checkpoint in DIR with the config the run recorded there (a run started
+before runs recorded their config needs --config=CONFIG.py as it was trained with; --config
+may also set fields that change neither the network nor its input), reads no dataset, and
+prints one line per image:
 the image, then its five most probable classes (names from the dataset) with their
 probabilities. With --json, prints a JSON list instead, one entry per image:
 {"image": FILE, "top5": [{"class": INDEX, "name": NAME, "probability": P}, ...]}.
 
-Images are any file Pillow reads, of any size and mode, preprocessed as the config's
+Images are any file Pillow reads, of any size and mode, preprocessed as the run's
 evaluation does (the same loading as `ran_jax.visualize`).
 
 Exit status: 0 when done; 1 on an error (one line on stderr says what to do: no checkpoint, an
@@ -23,8 +26,7 @@ from ran_jax.cli import FLAGS
 
 cli.define_workdir_flag()
 
-EXAMPLE = ('python3 -m ran_jax.predict --config=configs/digits_attention56.py '
-           '--workdir=/tmp/ran_digits IMAGE.png')
+EXAMPLE = 'python3 -m ran_jax.predict --workdir=/tmp/ran_digits IMAGE.png'
 
 cli.define_json_flag('Print a JSON list of {image, top5: [{class, name, probability}]} '
                      'instead of one line per image.')
@@ -32,7 +34,7 @@ cli.define_json_flag('Print a JSON list of {image, top5: [{class, name, probabil
 
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; the positional arguments are the image files."""
-  return cli.parse_flags(argv, EXAMPLE, arguments='IMAGE files')
+  return cli.parse_flags(argv, EXAMPLE, arguments='IMAGE files', config_required=False)
 
 
 def predictions(paths: list[str]) -> list[dict]:
@@ -51,6 +53,7 @@ def predictions(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
+  cli.check_image_paths(argv[1:])
   cli.warnings_only()
   from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
   from ran_jax.train.errors import TrainingError

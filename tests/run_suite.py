@@ -21,9 +21,10 @@ import threading
 import time
 
 TESTS = pathlib.Path(__file__).resolve().parent
-FIRST = ('test_cli_errors.py', 'test_configs.py', 'test_image_folder.py', 'test_label_noise.py',
-         'test_models.py', 'test_nnx_example.py', 'test_plan.py', 'test_predict.py',
-         'test_regression.py', 'test_remat.py', 'test_scan.py', 'test_visualize.py')
+FIRST = ('test_cli_errors.py', 'test_configs.py', 'test_export.py', 'test_image_folder.py',
+         'test_label_noise.py', 'test_models.py', 'test_nnx_example.py', 'test_plan.py',
+         'test_predict.py', 'test_regression.py', 'test_remat.py', 'test_scan.py',
+         'test_visualize.py')
 
 
 def shards() -> list[list[str]]:

@@ -12,6 +12,7 @@ bound. (A batch size that divides over the devices also divides over the process
 hold equal numbers of devices; the process check itself is in test_config_checks.py.)"""
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -174,6 +175,30 @@ def test_checkpoint_of_another_width_is_refused_and_kept(entry_point, tmp_path_f
   args = [*digits_flags(workdir, run.data_dir, num_train_steps=steps + 4),
           '--config.model.stem_width=16']
   status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
-  line = assert_one_closing_line(stderr, status)
+  line = assert_one_closing_line(stderr, status)  # refused by the run's record, named
+  assert status == 1 and ('this run was started with model.stem_width=8 and cannot resume with '
+                          '16: that changes the network or its input') in line, line
+  for name in ('run.json', 'normalizer.npz'):  # a run started before runs recorded themselves
+    os.remove(workdir / name)
+  status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
+  line = assert_one_closing_line(stderr, status)  # refused by the checkpoint's structure
   assert status == 1 and 'was written for another model or optimizer' in line, line
   assert os.listdir(workdir / 'checkpoints') == [str(steps)]  # not set aside as damaged
+
+
+def test_a_schedule_change_on_resume_is_logged_and_recorded(entry_point, tmp_path_factory,
+                                                             tmp_path, capsys, monkeypatch,
+                                                             caplog):
+  run = trained(tmp_path_factory)
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  steps = int(run.results['step'])
+  args = [*digits_flags(workdir, run.data_dir, num_train_steps=steps + 1),
+          '--config.learning_rate=0.05']
+  status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
+  assert status == 0, stderr[-3000:]
+  assert 'Resuming with changed fields (recorded in run.json): ' in caplog.text
+  assert 'learning_rate=0.05 (was 0.1)' in caplog.text
+  record = json.loads((workdir / 'run.json').read_text())
+  assert record['config']['learning_rate'] == 0.05
+  assert record['changes'][-1]['changed']['learning_rate'] == [0.1, 0.05]
+  assert record['changes'][-1]['changed']['num_train_steps'] == [steps, steps + 1]

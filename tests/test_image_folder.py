@@ -27,11 +27,11 @@ from training_jobs import QUICK_FIELDS, ROOT, TINY_FLAGS
 from configs import image_folder as folder_config
 from examples.digits_folder import write_digits
 from ran_jax import predict, visualize
-from ran_jax.data import image_folder, saved_dataset
+from ran_jax.data import image_folder
 from ran_jax.data import pipeline as pipeline_lib
 from ran_jax.data.folder_listing import (FolderError, FolderOptions, list_folder, split,
                                          split_for_validation)
-from ran_jax.train import init_from, loop, optim
+from ran_jax.train import init_from, loop, optim, run_record
 
 CLASSES = ('one', 'two', 'zero')  # the class folders' names, sorted
 PER_CLASS = 12
@@ -202,10 +202,11 @@ def test_fine_tuned_run_loads_matching_variables_and_logs_them(finetuned, source
   # The folder's file that is no image is skipped and counted; its hidden file is not read.
   assert any(line.startswith('Skipping 1 of 40 files that are not images Pillow reads: '
                              'two/notes.txt') for line in lines), lines
-  saved = saved_dataset.load(workdir)
-  assert saved.class_names == CLASSES and saved.spec.channels == 1
+  saved = run_record.read(workdir)
+  assert saved.class_names == CLASSES and saved.channels == 1
   # One validation image held out of each class's 12 to 14 readable ones.
-  assert saved.image_size == saved.eval_image_size == 8 and results['num_examples'] == 3
+  assert saved.config.image_size == saved.config.eval_image_size == 8
+  assert results['num_examples'] == 3
 
 
 def test_fine_tuned_run_resumes_bit_identically_training_its_classifier_only(
@@ -229,10 +230,10 @@ def test_resuming_with_other_class_folders_is_refused(finetuned, folder, tmp_pat
   copy = shutil.copytree(workdir, tmp_path / 'run')
   more = shutil.copytree(folder, tmp_path / 'more')
   write_digits(str(more), 3, (3,))  # a fourth class, 'three'
-  with pytest.raises(ValueError, match=r"the class folders are now \['one', 'three', 'two', "
+  with pytest.raises(ValueError, match=r"the classes are now \['one', 'three', 'two', "
                      r"'zero'\], but this run started with \['one', 'two', 'zero'\]"):
     loop.train_and_evaluate(config(folder=str(more)), str(copy))
-  assert saved_dataset.load(str(copy)).class_names == CLASSES  # what predict reads is kept
+  assert run_record.read(str(copy)).class_names == CLASSES  # what predict reads is kept
 
 
 def test_param_groups_freeze_the_backbone_and_scale_loaded_parameters():
@@ -257,20 +258,20 @@ def test_param_groups_freeze_the_backbone_and_scale_loaded_parameters():
     assert frozen[module]['kernel'] == (plain[module]['kernel'] if module == 'classifier' else 0.0)
 
 
-def test_predict_prints_the_folders_class_names_from_the_workdir_alone(finetuned, folder, capsys):
+def test_predict_prints_the_folders_class_names_from_the_workdir_alone(finetuned, folder, capsys,
+                                                                       tmp_path):
   workdir, _, _, _ = finetuned
   image = str(folder / 'zero' / min(name for name in os.listdir(folder / 'zero')
                                      if name.endswith('.png') and not name.startswith('.')))
-  status, out, err = run_tool(predict, ['--config=' + str(ROOT / 'configs' / 'image_folder.py'),
-                                        f'--workdir={workdir}', *TINY_FLAGS, image], capsys)
+  status, out, err = run_tool(predict, [f'--workdir={workdir}', image], capsys)
   assert status == 0, err
   names = [entry.rsplit(' ', 1)[0] for entry in out.strip().split(': ', 1)[1].split(', ')]
   assert sorted(names) == list(CLASSES)
-  status, _, err = run_tool(visualize, ['--config=' + str(ROOT / 'configs' / 'image_folder.py'),
-                                        f'--workdir={workdir}', *TINY_FLAGS, '--num_examples=2'],
-                            capsys)
-  assert 'the eval images of a folder run are read from the folder: give --config.folder=DIR' \
-      in error_line(status, err)
+  # The run recorded its folder: its eval images are read from there.
+  out_file = tmp_path / 'masks.png'
+  status, out, err = run_tool(visualize, [f'--workdir={workdir}', '--num_examples=2',
+                                          f'--out={out_file}'], capsys)
+  assert status == 0 and out_file.exists() and out.startswith(f'Wrote {out_file}: 2 rows'), err
 
 
 def test_init_from_needs_a_checkpoint_of_the_same_image_layout(folder, source, tmp_path):
@@ -282,7 +283,7 @@ def test_init_from_needs_a_checkpoint_of_the_same_image_layout(folder, source, t
   with pytest.raises(init_from.InitFromError, match='is a network of another image layout '
                      r'\(its stem kernel is \(3, 3, 1, 8\), this one \(3, 3, 3, 8\)'):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert saved_dataset.load(str(tmp_path / 'run')).spec.channels == 3  # colour: RGB
+  assert run_record.read(str(tmp_path / 'run')).channels == 3  # colour: RGB
   (tmp_path / 'empty').mkdir()
   config = folder_run_config(colour, data_dir, init_from=str(tmp_path / 'empty'))
   with pytest.raises(init_from.InitFromError, match='holds no checkpoint'):

@@ -2,7 +2,9 @@
 top-5 against a direct `model.apply`, --json, any image size and mode, the one-line errors."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from trained_digits import error_line, run_tool, trained, write_png
 from training_jobs import ROOT, job_env
 
 from ran_jax import predict
-from ran_jax.data import images, preprocess
+from ran_jax.data import builders, images, preprocess
 from ran_jax.data.pipeline import InputPipeline
 from ran_jax import inference_model
 from ran_jax.train import experiment
@@ -103,6 +105,42 @@ def test_errors_are_one_line_and_exit_1(case, run, tmp_path, capsys):
     image, expected = write_png(tmp_path / 'tiny.png', np.zeros((1, 9))), 'tiny.png is 9x1'
   status, _, err = run_tool(predict, [*run.tool_flags(workdir), str(image)], capsys)
   assert expected in error_line(status, err)
+
+
+def test_workdir_alone_predicts_without_its_dataset(run, eval_digit, tmp_path, capsys,
+                                                    monkeypatch):
+  """The run's record holds what inference needs (the 'small' recipe's mean image included):
+  its config names a data_dir where nothing is prepared, and no dataset may be opened."""
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  recorded = json.loads((workdir / 'run.json').read_text())
+  recorded['config']['data_dir'] = str(tmp_path / 'no_data')
+  (workdir / 'run.json').write_text(json.dumps(recorded))
+  monkeypatch.setattr(builders, 'make_builder', lambda *a: pytest.fail('a dataset was opened'))
+  image = write_png(tmp_path / 'digit.png', eval_digit[0][..., 0])
+  status, out, err = run_tool(predict, [f'--workdir={workdir}', str(image)], capsys)
+  assert status == 0, err
+  _, expected, _ = run_tool(predict, [*run.tool_flags(), str(image)], capsys)
+  assert out == expected and not (tmp_path / 'no_data').exists()
+
+
+def test_a_run_without_a_record_needs_its_config(run, eval_digit, tmp_path, capsys):
+  """Work directories written before runs recorded themselves: --config as before."""
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  for name in ('run.json', 'normalizer.npz'):
+    os.remove(workdir / name)
+  image = write_png(tmp_path / 'digit.png', eval_digit[0][..., 0])
+  status, _, err = run_tool(predict, [f'--workdir={workdir}', str(image)], capsys)
+  assert f'{workdir} has no run.json' in error_line(status, err) and '--config' in err
+  status, out, err = run_tool(predict, [*run.tool_flags(workdir), str(image)], capsys)
+  assert status == 0 and out.startswith(f'{image}: '), err
+
+
+def test_image_paths_are_checked_before_the_network_is_loaded(tmp_path, capsys):
+  """Named at once, even where no run is (the work directory is not looked at)."""
+  status, _, err = run_tool(predict, [f'--workdir={tmp_path / "none"}', 'missing.png'], capsys)
+  assert 'missing.png: no such file' in error_line(status, err)
+  status, _, err = run_tool(predict, [f'--workdir={tmp_path / "none"}', str(tmp_path)], capsys)
+  assert f'{tmp_path} is not a file' in error_line(status, err)
 
 
 def test_no_image_is_a_usage_error(run, capsys):

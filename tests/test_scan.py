@@ -11,9 +11,9 @@ import pytest
 from conftest import quick_jit, random_variables, tiny_model
 from trained_digits import run_tool, trained, write_png
 
-from ran_jax import predict
+from ran_jax import export, predict
 from ran_jax.masks import forward as forward_lib
-from ran_jax.models import count_params, layout
+from ran_jax.models import count_params, layout, load
 from ran_jax.train import checkpoint, experiment, loop, restore
 from ran_jax.train import mesh as mesh_lib
 
@@ -178,6 +178,17 @@ def test_predict_reads_a_checkpoint_of_either_layout(run, saved_runs, tmp_path, 
   assert [entry['class'] for entry in scanned_read] == [entry['class'] for entry in unrolled_read]
   np.testing.assert_allclose([entry['probability'] for entry in scanned_read],
                              [entry['probability'] for entry in unrolled_read], rtol=1e-5)
+
+
+def test_an_export_of_a_scanned_run_loads_in_the_default_layout(run, saved_runs, tmp_path):
+  states, workdirs = saved_runs
+  export.export(deep_config(run, True), str(workdirs[True]), str(tmp_path), platforms=('cpu',))
+  model, variables, _ = load(str(tmp_path))
+  assert not model.scan and layout.layout_of(variables) == layout.UNROLLED
+  expected = jax.device_get({'params': states[False].params,
+                             'batch_stats': states[False].batch_stats})
+  assert jax.tree.structure(variables) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, variables, expected)
 
 
 def test_reader_without_conversion_names_the_setting(saved_runs):

@@ -30,8 +30,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from ran_jax.data import (device_batches, image_folder, label_noise, normalize, preprocess,
-                          saved_dataset)
+from ran_jax.data import device_batches, image_folder, label_noise, normalize, preprocess
 from ran_jax.data.builders import DatasetUnavailableError as DatasetUnavailableError
 from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
@@ -145,11 +144,6 @@ class InputPipeline:
     """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
     return normalize.for_dataset(self.spec, None if self._mean is None else self._mean.numpy(),
                                  self.image_size)
-
-  def saved_dataset(self) -> saved_dataset.SavedDataset:
-    """What inference needs to know of this data without reading it (image folders)."""
-    return saved_dataset.SavedDataset(self.spec, self.class_names, self.image_size,
-                                      self.eval_image_size)
 
   # Training.
   def _train_example(self, position: tf.Tensor, example_id: tf.Tensor, record: tf.Tensor, *,

@@ -1,7 +1,7 @@
-"""What a run on a folder of images trained on, saved in its work directory (`dataset.json`),
-so that predict and visualize need the work directory, not the images: the class names, the
-channels, the recipe with its measured normalisation, and the image sizes. Imports no
-TensorFlow."""
+"""What a run on a folder of images started before `ran_jax.train.run_record` saved in its work
+directory (`dataset.json`): the class names, the channels, the recipe with its measured
+normalisation, and the image sizes. Read for such work directories; runs now record these
+facts in `run.json`. Imports no TensorFlow."""
 
 import dataclasses
 import json
@@ -26,16 +26,6 @@ class SavedDataset:
 
   def normalizer(self) -> normalize.InputNormalizer:
     return normalize.for_dataset(self.spec, None, self.image_size)
-
-
-def save(workdir: str, saved: SavedDataset) -> None:
-  """Writes `workdir/dataset.json` (atomically: a reader never sees half of it)."""
-  path = epath.Path(workdir) / FILE
-  value = {'spec': dataclasses.asdict(saved.spec), 'class_names': list(saved.class_names),
-           'image_size': saved.image_size, 'eval_image_size': saved.eval_image_size}
-  staging = path.with_name(FILE + '.tmp')
-  staging.write_text(json.dumps(value, indent=1))
-  staging.replace(path)
 
 
 def load(workdir: str) -> SavedDataset:

@@ -87,13 +87,14 @@ def make_forward(model: nn.Module, normalizer: Callable, reduce: str = 'mean') -
   return jax.jit(forward)
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
+  """Sorts module names in the network's order (stage1/module2 before stage1/module10)."""
   return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
 def in_network_order(masks: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
   """(name, mask) pairs in the network's order (stage1/module2 before stage1/module10)."""
-  return [(name, np.asarray(masks[name])) for name in sorted(masks, key=_natural_key)]
+  return [(name, np.asarray(masks[name])) for name in sorted(masks, key=natural_key)]
 
 
 def top_classes(probabilities: np.ndarray, class_names: Sequence[str],

@@ -4,9 +4,12 @@
     model = create_model('attention56', num_classes=1000)
     variables = model.init(jax.random.key(0), images, train=False)
     logits = model.apply(variables, images, train=False)
+
+    model, variables, preprocess = load('exported/')   # a run written by python -m ran_jax.export
 """
 
 from ran_jax.models.attention import AttentionModule, SoftMaskBranch, TrunkBranch
+from ran_jax.models.exported import ExportError, load
 from ran_jax.models.layers import caffe_max_pool, interp_like
 from ran_jax.models.network import ResidualAttentionNetwork
 from ran_jax.models.presets import PRESETS, create_model, list_models
@@ -14,7 +17,8 @@ from ran_jax.models.summary import activation_bytes_per_image, count_params, mod
 from ran_jax.models.units import PreActBottleneck, PreActInception, ResNeXtBottleneck
 
 __all__ = [
-    'AttentionModule', 'PRESETS', 'PreActBottleneck', 'PreActInception', 'ResNeXtBottleneck',
-    'ResidualAttentionNetwork', 'SoftMaskBranch', 'TrunkBranch', 'activation_bytes_per_image',
-    'caffe_max_pool', 'count_params', 'create_model', 'interp_like', 'list_models', 'model_costs',
+    'AttentionModule', 'ExportError', 'PRESETS', 'PreActBottleneck', 'PreActInception',
+    'ResNeXtBottleneck', 'ResidualAttentionNetwork', 'SoftMaskBranch', 'TrunkBranch', 'activation_bytes_per_image',
+    'caffe_max_pool', 'count_params', 'create_model', 'interp_like', 'list_models', 'load',
+    'model_costs',
 ]

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from ran_jax.data.datasets import FOLDER
 from ran_jax.data.source import InputSource
 from ran_jax.models import ResidualAttentionNetwork, model_costs
 from ran_jax.train import checkpoint, config_checks, experiment, init_from, optim, restore
-from ran_jax.train import workdir_lock
+from ran_jax.train import run_record, workdir_lock
 from ran_jax.train import writers
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
@@ -64,7 +65,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     config = experiment.with_data_defaults(
         config, recipe=pipeline.spec.recipe, image_size=pipeline.image_size,
         eval_image_size=pipeline.eval_image_size)
-    _keep_class_names(workdir, pipeline)
+  _record_run(config, workdir, pipeline)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
@@ -96,19 +97,43 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
              attention)
 
 
-def _keep_class_names(workdir: str, pipeline: 'InputPipeline') -> None:
-  """Saves what predict needs of a folder run (process 0) when it starts; a run that resumes
-  must have the classes it started with."""
-  current = pipeline.saved_dataset()
+def _record_run(config: ml_collections.ConfigDict, workdir: str, pipeline: InputSource) -> None:
+  """Records the run in `workdir` (`run_record`). A run that resumes must train the same network
+  on the same input (and classes) as it started with; other changed fields are logged and
+  recorded."""
+  saved = run_record.read(workdir) if checkpoint.has_steps(workdir) else None
+  started = saved.class_names if saved is not None else _legacy_class_names(workdir)
+  if started is not None and started != pipeline.class_names:
+    raise ValueError(f'the classes are now {list(pipeline.class_names)}, but this run started '
+                     f'with {list(started)}; restore those class folders, or give a new '
+                     '--workdir (with init_from=this one to start from its network)')
+  changes = ()
+  if saved is not None:
+    changed = run_record.changed_fields(saved.config, config)
+    changed.pop('eval_only', None)  # how this invocation uses the run, not a change of it
+    refused = [field for field in changed if run_record.alters_model_or_input(field)]
+    if refused:
+      old, new = changed[refused[0]]
+      raise ValueError(
+          f'this run was started with {refused[0]}={old!r} and cannot resume with {new!r}: that '
+          'changes the network or its input; give a new --workdir (with init_from=this one to '
+          'start from its network), or the value it started with')
+    changes = saved.changes
+    if changed:
+      logging.warning('Resuming with changed fields (recorded in %s): %s', run_record.FILE,
+                      ', '.join(f'{field}={new!r} (was {old!r})'
+                                for field, (old, new) in changed.items()))
+      changes += ({'command_line': sys.argv, 'changed': {
+          field: list(values) for field, values in changed.items()}},)
+  run_record.write(workdir, run_record.of_run(config, pipeline.class_names, pipeline.channels,
+                                              pipeline.device_input_fn(), changes))
+
+
+def _legacy_class_names(workdir: str) -> tuple[str, ...] | None:
+  """The classes a folder run started before `run_record` saved in `dataset.json`."""
   if checkpoint.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
-    started = saved_dataset.load(workdir).class_names
-    if started != current.class_names:
-      raise ValueError(f'the class folders are now {list(current.class_names)}, but this run '
-                       f'started with {list(started)}; restore those folders, or give a new '
-                       '--workdir (with init_from=this one to start from its network)')
-    return
-  if jax.process_index() == 0:
-    saved_dataset.save(workdir, current)
+    return saved_dataset.load(workdir).class_names
+  return None
 
 
 def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.CheckpointManager,

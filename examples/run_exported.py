@@ -1,0 +1,23 @@
+"""Classifies images with a network written by `python -m ran_jax.export`, importing only JAX
+and NumPy (no ran_jax, Flax or TensorFlow):
+
+    python3 examples/run_exported.py EXPORT_DIR IMAGES.npy
+
+IMAGES.npy: uint8 images (N, S, S, C) at the network's input size (model.json's `input`).
+Prints the five most probable classes of each image.
+"""
+import json
+import sys
+
+import jax
+import numpy as np
+
+directory, images = sys.argv[1], np.load(sys.argv[2])
+with open(f'{directory}/inference.jax', 'rb') as file:
+  infer = jax.export.deserialize(bytearray(file.read()))
+with open(f'{directory}/model.json', encoding='utf-8') as file:
+  names = json.load(file)['class_names']
+outputs = infer.call(images)
+probabilities = np.asarray(outputs[0] if isinstance(outputs, (tuple, list)) else outputs)
+for row in probabilities:
+  print(', '.join(f'{names[i]} {row[i]:.6f}' for i in np.argsort(-row, kind='stable')[:5]))

@@ -1,0 +1,164 @@
+"""What a run records in its work directory when it starts, so that the work directory alone
+serves inference: `run.json` (the resolved config, the command line and what inference needs
+of the data: class names, channels, recipe, image sizes) and `normalizer.npz` (the input
+normalisation's arrays: the mean image of the 'small' recipe, per-channel mean and standard
+deviation otherwise). Written by process 0, each file atomically. Imports no TensorFlow.
+"""
+
+import dataclasses
+import io
+import json
+import sys
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+
+from ran_jax.data.normalize import InputNormalizer
+
+FILE = 'run.json'
+ARRAYS = 'normalizer.npz'
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+  """A run's record (see the module docstring).
+
+  Attributes:
+    config: the resolved config the run started with.
+    command_line: the command that started it.
+    class_names: one name per class, in label order.
+    channels: image channels.
+    normalizer: the devices' input normalisation (its recipe and pad included).
+    changes: one entry per resume that changed fields: its command line and the fields with
+      their old and new values.
+  """
+  config: ml_collections.ConfigDict
+  command_line: tuple[str, ...]
+  class_names: tuple[str, ...]
+  channels: int
+  normalizer: InputNormalizer
+  changes: tuple[dict, ...] = ()
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {key: _jsonable(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(item) for item in value]
+  return value
+
+
+def _write_atomically(path: epath.Path, data: bytes) -> None:
+  staging = path.with_name(path.name + '.tmp')
+  staging.write_bytes(data)
+  staging.replace(path)
+
+
+def write(workdir: str, record: RunRecord) -> None:
+  """Writes `record` into `workdir` (process 0 only; other processes return at once)."""
+  if jax.process_index() != 0:
+    return
+  normalizer = record.normalizer
+  arrays = io.BytesIO()
+  np.savez(arrays, mean=np.asarray(normalizer.mean, np.float32),
+           **({} if normalizer.std is None else {'std': np.asarray(normalizer.std, np.float32)}))
+  _write_atomically(epath.Path(workdir) / ARRAYS, arrays.getvalue())
+  value = {'version': VERSION, 'config': _jsonable(record.config.to_dict()),
+           'command_line': list(record.command_line),
+           'class_names': list(record.class_names), 'channels': record.channels,
+           'recipe': normalizer.recipe, 'pad': normalizer.pad, 'changes': list(record.changes)}
+  _write_atomically(epath.Path(workdir) / FILE, json.dumps(value, indent=1).encode())
+
+
+def _config(value: dict) -> ml_collections.ConfigDict:
+  """The saved config as a ConfigDict (lists back to tuples, as the configs write them)."""
+  def tuples(item: Any) -> Any:
+    if isinstance(item, dict):
+      return {key: tuples(inner) for key, inner in item.items()}
+    return tuple(tuples(inner) for inner in item) if isinstance(item, list) else item
+  return ml_collections.ConfigDict(tuples(value))
+
+
+def read(workdir: str) -> RunRecord | None:
+  """The record of `workdir`; None for a run that has none (one started before runs recorded
+  themselves). A damaged record raises a ValueError that names the file."""
+  path = epath.Path(workdir) / FILE
+  if not path.exists():
+    return None
+  try:
+    value = json.loads(path.read_text())
+    with (epath.Path(workdir) / ARRAYS).open('rb') as file:
+      arrays = dict(np.load(file))
+    normalizer = InputNormalizer(value['recipe'], arrays['mean'], arrays.get('std'),
+                                 value['pad'])
+    return RunRecord(_config(value['config']), tuple(value['command_line']),
+                     tuple(value['class_names']), int(value['channels']), normalizer,
+                     tuple(value.get('changes', ())))
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f'the record of the run in {workdir} ({FILE}, {ARRAYS}) cannot be read: '
+                     f'{type(error).__name__}: {error}; give --config as the run was started '
+                     'with') from None
+
+
+def of_run(config: ml_collections.ConfigDict, class_names: tuple[str, ...], channels: int,
+           normalizer: InputNormalizer, changes: tuple[dict, ...] = ()) -> RunRecord:
+  """The record of a run starting now with `config` (the command line is this process's)."""
+  return RunRecord(config, tuple(sys.argv), class_names, channels, normalizer, changes)
+
+
+# Fields whose change alters the network or what it sees: a resumed run refuses them. The
+# variable layout and rematerialisation change how the same network is computed, not what.
+MODEL_AND_INPUT = ('model.', 'dataset', 'image_size', 'eval_image_size', 'image_layout')
+SAME_NETWORK = ('model.scan', 'model.remat', 'model.remat_policy')
+
+
+def _flat(value: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, item in value.items():
+    if isinstance(item, dict):
+      flat.update(_flat(item, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = item
+  return flat
+
+
+def changed_fields(saved: ml_collections.ConfigDict,
+                   config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+  """The fields whose values differ: {field: (saved value, new value)}."""
+  before, after = _flat(_jsonable(saved.to_dict())), _flat(_jsonable(config.to_dict()))
+  return {key: (before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
+          if before.get(key) != after.get(key)}
+
+
+def alters_model_or_input(field: str) -> bool:
+  return field.startswith(MODEL_AND_INPUT) and field not in SAME_NETWORK
+
+
+def run_config(config: ml_collections.ConfigDict | None,
+               workdir: str) -> ml_collections.ConfigDict:
+  """The config of the run in `workdir`: the one it recorded, with the fields of `config` (when
+  given) that change neither the network nor its input (`data_dir`, `folder`,
+  batch sizes, ...); `config` itself for a run that recorded none."""
+  record = read(workdir)
+  if record is None:
+    if config is None:
+      raise FileNotFoundError(
+          f'{workdir} has no {FILE} (a run started before runs recorded their '
+          'config, or no run): give the --config it was trained with')
+    return config
+  if config is None:
+    return record.config
+  merged = record.config.copy_and_resolve_references()
+  for field, (_, value) in changed_fields(record.config, config).items():
+    if not alters_model_or_input(field) and value is not None:
+      *parents, name = field.split('.')
+      node = merged
+      for parent in parents:
+        node = node[parent]
+      with node.unlocked():
+        node[name] = tuple(value) if isinstance(value, list) else value
+  return merged
