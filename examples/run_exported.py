@@ -9,15 +9,12 @@ Prints the five most probable classes of each image.
 import json
 import sys
 
-import jax
 import numpy as np
+from jax import export
 
 directory, images = sys.argv[1], np.load(sys.argv[2])
-with open(f'{directory}/inference.jax', 'rb') as file:
-  infer = jax.export.deserialize(bytearray(file.read()))
-with open(f'{directory}/model.json', encoding='utf-8') as file:
-  names = json.load(file)['class_names']
-outputs = infer.call(images)
-probabilities = np.asarray(outputs[0] if isinstance(outputs, (tuple, list)) else outputs)
-for row in probabilities:
+infer = export.deserialize(bytearray(open(f'{directory}/inference.jax', 'rb').read()))
+names = json.load(open(f'{directory}/model.json', encoding='utf-8'))['class_names']
+outputs = infer.call(images)  # with --masks: (probabilities, masks)
+for row in np.asarray(outputs[0] if isinstance(outputs, tuple) else outputs):
   print(', '.join(f'{names[i]} {row[i]:.6f}' for i in np.argsort(-row, kind='stable')[:5]))

@@ -58,12 +58,14 @@ class QuietRoutineLogs(std_logging.Filter):
   ROUTINE = ('orbax', 'tensorflow_datasets', os.path.join('clu', 'platform'))
   # Orbax's warnings that are routine here: the unfinished save of a killed run is removed
   # before the next save, a save waits for the one before it, a step saved without Orbax's
-  # metadata file is read without it, and (before Orbax 0.11.20 or so) a step saved without
-  # metrics is reported with the missing file when its steps are listed.
+  # metadata file is read without it, (before Orbax 0.11.20 or so) a step saved without
+  # metrics is reported with the missing file when its steps are listed, and (older Orbax)
+  # inference reads part of a state through the transformations API.
   ROUTINE_ORBAX_WARNINGS = ('Attempted to create temporary directory',
                             'Waiting for previous save to complete',
                             'Metadata file does not exist',
-                            'Missing metrics for step')
+                            'Missing metrics for step',
+                            'The transformations API will eventually be replaced')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.name == 'asyncio' and record.getMessage().startswith('Task exception'):

@@ -58,6 +58,7 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   """Writes the export of the run in `workdir` into `out`; its model.json."""
   import jax
   import jax.numpy as jnp
+  from jax import export as jax_export
 
   from ran_jax import inference_model
   from ran_jax.masks import forward as forward_lib
@@ -109,9 +110,9 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
     return probabilities, tuple(forward_lib.reduce_channels(found[name], 'mean')
                                 for name in names)
 
-  batch = jax.export.symbolic_shape('batch')[0]
+  batch = jax_export.symbolic_shape('batch')[0]
   spec = jax.ShapeDtypeStruct((batch, size, size, channels), jnp.uint8)
-  function = jax.export.export(jax.jit(infer), platforms=platforms)(spec)
+  function = jax_export.export(jax.jit(infer), platforms=platforms)(spec)
   with open(os.path.join(out, exported.FUNCTION), 'wb') as file:
     file.write(function.serialize())
   return description

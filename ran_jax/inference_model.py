@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from ran_jax.data import builders, normalize, saved_dataset, synthetic
@@ -145,13 +146,15 @@ def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
           _data_info(config, workdir, pipeline))
   config = experiment.with_data_defaults(config, recipe=info.recipe, image_size=info.image_size,
                                          eval_image_size=info.eval_image_size)
-  record = init_from.read_record(workdir)
   mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
+  if record is not None:
+    return _load_variables(config, workdir, info, mesh)
+  finetuned = init_from.read_record(workdir)
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   try:
     restored = restore.restore_train_state(
         config, manager, mesh, num_classes=len(info.class_names), channels=info.channels,
-        steps_per_epoch=info.steps_per_epoch, groups=record and record.param_groups(),
+        steps_per_epoch=info.steps_per_epoch, groups=finetuned and finetuned.param_groups(),
         set_aside=False)  # a reader leaves the run's files as they are
   finally:
     checkpoint.close_manager(manager)
@@ -161,6 +164,35 @@ def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
   return InferenceModel(
       model=restored.model, variables=state.variables,
       step=int(jax.device_get(state.step)), normalizer=info.normalizer,
+      class_names=info.class_names, channels=info.channels, image_size=info.eval_image_size,
+      recipe=info.recipe, pad=info.pad)
+
+
+def _load_variables(config: ml_collections.ConfigDict, workdir: str, info: _DataInfo,
+                    mesh: jax.sharding.Mesh) -> InferenceModel:
+  """The network with only its params and batch_stats read from the latest checkpoint: no
+  optimizer or schedule is built, and the optimizer state is not read."""
+  model = experiment.build_model(config, len(info.class_names))
+  replicated = mesh_lib.replicated(mesh)
+
+  def target(network: ResidualAttentionNetwork) -> dict[str, Any]:
+    images = jnp.zeros((1, info.image_size, info.image_size, info.channels))
+    shapes = jax.eval_shape(lambda: network.init(jax.random.key(0), images, train=False))
+    return {key: jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+        leaf.shape, leaf.dtype, sharding=replicated), shapes[key])
+            for key in ('params', 'batch_stats')}
+
+  manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
+  try:
+    restored = checkpoint.restore_latest_variables(
+        manager, target(model), lambda: target(model.clone(scan=not model.scan)))
+  finally:
+    checkpoint.close_manager(manager)
+  if restored is None:
+    raise _missing(workdir)
+  step, variables = restored
+  return InferenceModel(
+      model=model, variables=variables, step=step, normalizer=info.normalizer,
       class_names=info.class_names, channels=info.channels, image_size=info.eval_image_size,
       recipe=info.recipe, pad=info.pad)
 

@@ -1,7 +1,7 @@
 """The smoke set that `tests/compat.py` runs in each environment it builds (the declared minimum
 versions, the newest ones on Python 3.12 and 3.13): every module imports, and a user's session
-of real processes on 8 CPU devices (a short digits run, its resume, predict, visualize, and
-the plan command's CPU path) succeeds with nothing on stderr but its own lines.
+of real processes on 8 CPU devices (a short digits run, its resume, predict, visualize, an
+export run by a script that imports only JAX and NumPy, and the plan command's CPU path) succeeds with nothing on stderr but its own lines.
 
 The processes run with every deprecation warning shown; none may come from JAX, Flax, optax,
 Orbax or this package. Not part of the main suite (run it with `python3 -m pytest
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 from training_jobs import LOG_LINE, ROOT, digits_flags, job_env
 
@@ -96,6 +97,17 @@ def test_visualize(run, tmp_path):
   out = tmp_path / 'masks.png'
   tool('ran_jax.visualize', *run[2], '--num_examples=2', f'--out={out}')
   assert out.read_bytes().startswith(b'\x89PNG')
+
+
+def test_export_and_its_function(run, tmp_path):
+  out = tmp_path / 'export'
+  tool('ran_jax.export', f'--workdir={run[0]}', f'--out={out}')
+  images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1)).astype(np.uint8)
+  np.save(tmp_path / 'images.npy', images)
+  served = subprocess.run([sys.executable, str(ROOT / 'examples' / 'run_exported.py'), str(out),
+                           str(tmp_path / 'images.npy')], capture_output=True, text=True,
+                          timeout=300, check=True)
+  assert len(served.stdout.splitlines()) == 3
 
 
 def test_plan_on_this_hosts_devices(run):

@@ -202,3 +202,15 @@ def test_a_schedule_change_on_resume_is_logged_and_recorded(entry_point, tmp_pat
   assert record['config']['learning_rate'] == 0.05
   assert record['changes'][-1]['changed']['learning_rate'] == [0.1, 0.05]
   assert record['changes'][-1]['changed']['num_train_steps'] == [steps, steps + 1]
+
+
+def test_eval_only_needs_only_the_work_directory(entry_point, tmp_path_factory, tmp_path, capsys,
+                                                 monkeypatch):
+  run = trained(tmp_path_factory)
+  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  os.remove(workdir / 'eval_results.json')
+  status, stderr = run_entry_point(entry_point, [f'--workdir={workdir}', '--eval_only'], capsys,
+                                   monkeypatch)
+  assert status == 0, stderr[-3000:]
+  assert json.loads((workdir / 'eval_results.json').read_text()) == run.results
+  assert json.loads((workdir / 'run.json').read_text())['changes'] == []  # nothing changed

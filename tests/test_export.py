@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from jax import export as jax_export
 from test_no_tensorflow import site_without
 from trained_digits import run_tool, trained, write_png
 from training_jobs import ROOT
@@ -84,7 +85,7 @@ def test_the_export_describes_the_run(run, export_dir):
                                   'dtype': 'uint8'}
   assert description['class_names'] == [str(i) for i in range(10)]
   assert [mask['name'] for mask in description['masks']] == ['stage1/module1']
-  function = jax.export.deserialize(bytearray((export_dir / 'inference.jax').read_bytes()))
+  function = jax_export.deserialize(bytearray((export_dir / 'inference.jax').read_bytes()))
   assert function.platforms == ('cpu', 'cuda', 'tpu')
   probabilities, (mask,) = function.call(digits(2))
   assert probabilities.shape == (2, 10) and mask.shape == (2, *description['masks'][0]['shape'])

@@ -116,6 +116,8 @@ def test_workdir_alone_predicts_without_its_dataset(run, eval_digit, tmp_path, c
   recorded['config']['data_dir'] = str(tmp_path / 'no_data')
   (workdir / 'run.json').write_text(json.dumps(recorded))
   monkeypatch.setattr(builders, 'make_builder', lambda *a: pytest.fail('a dataset was opened'))
+  monkeypatch.setattr(experiment, 'build_training',  # only params and batch_stats are read
+                      lambda *a, **k: pytest.fail('an optimizer and schedule were built'))
   image = write_png(tmp_path / 'digit.png', eval_digit[0][..., 0])
   status, out, err = run_tool(predict, [f'--workdir={workdir}', str(image)], capsys)
   assert status == 0, err

@@ -2,6 +2,7 @@
 conversion both ways, and checkpoints of either layout read by predict and by a resume."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from trained_digits import run_tool, trained, write_png
 from ran_jax import export, predict
 from ran_jax.masks import forward as forward_lib
 from ran_jax.models import count_params, layout, load
-from ran_jax.train import checkpoint, experiment, loop, restore
+from ran_jax.train import checkpoint, experiment, loop, restore, run_record
 from ran_jax.train import mesh as mesh_lib
 
 # Two modules in a stage, t=3 and a lowest mask level of 2r=4 units: runs of modules and of
@@ -178,6 +179,17 @@ def test_predict_reads_a_checkpoint_of_either_layout(run, saved_runs, tmp_path, 
   assert [entry['class'] for entry in scanned_read] == [entry['class'] for entry in unrolled_read]
   np.testing.assert_allclose([entry['probability'] for entry in scanned_read],
                              [entry['probability'] for entry in unrolled_read], rtol=1e-5)
+  # A run that recorded itself: its params and batch_stats alone are read, and converted.
+  recorded = shutil.copytree(workdirs[True], tmp_path / 'recorded')
+  run_record.write(str(recorded), run_record.of_run(
+      deep_config(run, False), tuple(str(i) for i in range(10)), 1,
+      experiment.make_input(run.config).device_input_fn()))
+  status, out, err = run_tool(predict, [f'--workdir={recorded}', '--json', str(image)], capsys)
+  assert status == 0, err
+  (result,) = json.loads(out)
+  assert [entry['class'] for entry in result['top5']] == [entry['class'] for entry in scanned_read]
+  np.testing.assert_allclose([entry['probability'] for entry in result['top5']],
+                             [entry['probability'] for entry in scanned_read], rtol=1e-5)
 
 
 def test_an_export_of_a_scanned_run_loads_in_the_default_layout(run, saved_runs, tmp_path):

@@ -13,8 +13,9 @@ printed while the libraries load. The import is made with that descriptor pointe
 the INFO lines and the absl notice are dropped and anything else (a warning, an error) is
 written back. `TF_CPP_MIN_LOG_LEVEL` defaults to 1 (warnings and errors only) for the C++
 lines after the import, such as tf.data's `Local rendezvous is aborting` at the end of a
-dataset; set it to 0 to see them. TensorFlow's computations are unchanged (oneDNN stays on
-where TensorFlow turns it on).
+dataset; set it to 0 to see them. protobuf's warning that TensorFlow's generated code is a
+major version older than the runtime is ignored. TensorFlow's computations are unchanged
+(oneDNN stays on where TensorFlow turns it on).
 """
 
 import os
@@ -22,6 +23,7 @@ import re
 import sys
 import tempfile
 import types
+import warnings
 
 # A C++ INFO line of absl or TensorFlow's logging (not absl-py's, whose file ends in .py):
 # I0000 00:00:1796408611.024406    2874 port.cc:153] oneDNN custom operations are on. ...
@@ -50,6 +52,10 @@ def import_tensorflow() -> types.ModuleType:
   if 'tensorflow' in sys.modules:
     return sys.modules['tensorflow']
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  # TensorFlow's generated protocol buffers (imported as it loads, and later) warn when the
+  # protobuf runtime is a major version newer than they were generated with, which it
+  # supports: TensorFlow 2.20 (protobuf 5.28) beside the protobuf 6 that tfds needs.
+  warnings.filterwarnings('ignore', message='Protobuf gencode version', category=UserWarning)
   try:
     captured = tempfile.TemporaryFile()
     sys.stderr.flush()

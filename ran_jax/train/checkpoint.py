@@ -375,3 +375,64 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any, *, set_aside: bo
         f'Every checkpoint in {manager.directory} is damaged ({listed}). Nothing was moved; '
         'move that directory away (or use a fresh --workdir) to start over.')
   return None
+
+
+def _read_part(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
+  """The entries of `target` (shape structs with shardings) read from the saved tree at
+  `path`; the rest of it is not read."""
+  restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(
+      sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
+  with ocp.PyTreeCheckpointer() as reader:
+    try:
+      args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                    partial_restore=True)
+    except TypeError:  # Orbax before partial_restore: an empty `transforms` reads the item's keys
+      return reader.restore(path, item=target, restore_args=restore_args, transforms={})
+    return reader.restore(path, args=args)
+
+
+def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, Any],
+                             other_layout: Callable[[], dict[str, Any]]
+                             ) -> tuple[int, dict[str, Any]] | None:
+  """(step, {'params', 'batch_stats'}) of the newest readable checkpoint, read alone: the
+  optimizer state is not read (for inference).
+
+  `target`: the variables' shape structs with their shardings; a step in the other variable
+  layout is read with `other_layout()` and converted. Steps that cannot be read, or hold
+  non-finite values, are skipped with a warning (nothing is moved). Returns None when there is
+  no checkpoint; raises CheckpointError when a checkpoint holds another number of parameters
+  (another model) or none can be read.
+  """
+  skipped = []
+  wanted = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(target['params']))
+  for step in sorted(manager.all_steps(), reverse=True):
+    path = epath.Path(manager.directory) / str(step)
+    try:
+      meta = dict(manager.restore(step, args=ocp.args.Composite(
+          input=ocp.args.JsonRestore())).input)
+    except Exception as error:  # Orbax/TensorStore raise many types for bad files
+      skipped.append((step, f'its metadata could not be read ({_reason(error)})'))
+      continue
+    if meta.get('num_params', wanted) != wanted:
+      raise CheckpointError(
+          f'The checkpoint at {path} was written for another model ({meta["num_params"]:,} '
+          f'parameters; this config has {wanted:,}). Run with the config it was written with.')
+    same = meta.get('state_layout', layout.UNROLLED) == layout.layout_of(target['params'])
+    try:
+      with _quiet_failed_reads():
+        variables = _read_part(path / 'state', target if same else other_layout())
+    except Exception as error:
+      skipped.append((step, f'its variables could not be read ({_reason(error)})'))
+      continue
+    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(variables)):
+      skipped.append((step, 'it holds non-finite values'))
+      continue
+    for bad, reason in skipped:
+      logging.warning('Checkpoint of step %d is damaged: %s.', bad, reason)
+    if not same:
+      variables = _to_layout(variables, target)
+    return step, {key: variables[key] for key in ('params', 'batch_stats')}
+  if skipped:
+    listed = '; '.join(f'step {step}: {reason}' for step, reason in skipped)
+    raise CheckpointError(f'No checkpoint in {manager.directory} can be read ({listed}).')
+  return None
