@@ -62,9 +62,10 @@ def test_predict_load_and_the_serialised_function_agree(run, export_dir, tmp_pat
   np.save(tmp_path / 'images.npy', images)
   view = site_without(tmp_path, ('flax', 'ran_jax', 'tensorflow', 'tensorflow_datasets'))
   env = {**os.environ, 'PYTHONPATH': str(view)}
-  probe = subprocess.run([sys.executable, '-S', '-c', 'import flax'], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, check=False)
-  assert 'No module named' in probe.stderr  # that process cannot import them
+  for module in ('flax', 'ran_jax'):  # that process cannot import them
+    probe = subprocess.run([sys.executable, '-S', '-c', f'import {module}'], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert f"No module named '{module}'" in probe.stderr
   served = subprocess.run([sys.executable, '-S', str(ROOT / 'examples' / 'run_exported.py'),
                            str(export_dir), str(tmp_path / 'images.npy')], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=True)
