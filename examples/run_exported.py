@@ -1,5 +1,6 @@
 """Classifies images with a network written by `python -m ran_jax.export`, importing only JAX
-and NumPy (no ran_jax, Flax or TensorFlow):
+and NumPy (no ran_jax, Flax or TensorFlow; `pip install jax numpy flatbuffers` is all it needs:
+JAX reads serialised functions with flatbuffers):
 
     python3 examples/run_exported.py EXPORT_DIR IMAGES.npy
 

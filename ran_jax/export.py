@@ -11,7 +11,7 @@ as for predict) and writes into EXPORT_DIR:
   input size, for any N -> class probabilities (N, classes) (and, with --masks, each attention
   module's soft mask averaged over its channels, (N, h, w), in the order model.json lists),
   serialised with `jax.export` for CPU, CUDA and TPU. A program that imports only JAX and
-  NumPy runs it (`examples/run_exported.py`).
+  NumPy runs it (`examples/run_exported.py`; JAX reads it with the flatbuffers package).
 
 Exit status: 0 when done; 1 on an error (one line on stderr says what to do); 2 on a bad
 command line.
