@@ -113,9 +113,10 @@ def _record_run(config: ml_collections.ConfigDict, workdir: str, pipeline: Input
     changed.pop('eval_only', None)  # how this invocation uses the run, not a change of it
     refused = [field for field in changed if run_record.alters_model_or_input(field)]
     if refused:
-      old, new = changed[refused[0]]
+      old, new = (repr(value) if value is not None else 'unset (the default)'
+                  for value in changed[refused[0]])
       raise ValueError(
-          f'this run was started with {refused[0]}={old!r} and cannot resume with {new!r}: that '
+          f'this run was started with {refused[0]}={old} and cannot resume with {new}: that '
           'changes the network or its input; give a new --workdir (with init_from=this one to '
           'start from its network), or the value it started with')
     changes = saved.changes
