@@ -125,6 +125,11 @@ def main(argv: list[str]) -> None:
   from ran_jax.train.errors import TrainingError
   hide_accelerators_from_tensorflow()
   try:
+    os.makedirs(FLAGS.out, exist_ok=True)
+  except OSError as error:
+    cli.fail(f'cannot create --out={FLAGS.out} ({error.strerror or error}); give a writable '
+             'directory')
+  try:
     description = export(FLAGS.config, FLAGS.workdir, FLAGS.out, masks=FLAGS.masks,
                          platforms=tuple(FLAGS.platforms))
   except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,

@@ -116,8 +116,8 @@ def check_has_checkpoint(workdir: str) -> None:
 
 def _missing(workdir: str) -> MissingCheckpointError:
   return MissingCheckpointError(
-      f'no checkpoint in {workdir}/checkpoints; give the --workdir of a training run (with '
-      'the --config it was trained with), or train one first with python3 -m ran_jax.main')
+      f'no checkpoint in {workdir}/checkpoints; give the --workdir of a training run, or train '
+      'one first with python3 -m ran_jax.main')
 
 
 def _recorded_info(record: run_record.RunRecord, config: ml_collections.ConfigDict) -> _DataInfo:
