@@ -63,10 +63,10 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   from ran_jax import inference_model
   from ran_jax.masks import forward as forward_lib
   from ran_jax.models import exported, layout
-  from ran_jax.train import run_record
   from ran_jax.train.config_checks import model_overrides
+  from ran_jax.train.loop import EVAL_RESULTS
   loaded = inference_model.load_for_inference(config, workdir)
-  config = run_record.run_config(config, workdir)
+  config = loaded.config
   overrides = {**model_overrides(config), 'dtype': config.dtype, 'scan': False, 'remat': 'none'}
   model = loaded.model.clone(scan=False, remat='none')
   size, channels = loaded.image_size, loaded.channels
@@ -75,7 +75,7 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   variables = {key: loaded.variables[key] for key in ('params', 'batch_stats')}
   if layout.layout_of(variables) != layout.layout_of(like):
     variables = layout.convert(variables, like)
-  results_path = os.path.join(workdir, 'eval_results.json')
+  results_path = os.path.join(workdir, EVAL_RESULTS)
   results = None
   if os.path.exists(results_path):
     with open(results_path, encoding='utf-8') as file:
@@ -90,25 +90,19 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
       'jax_version': jax.__version__, 'function': exported.FUNCTION,
       'function_platforms': list(platforms), 'masks': []}
   if masks:  # their names and sizes, from the shapes alone
-    _, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']), like,
-        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
-    found = forward_lib.soft_masks(state.get('intermediates', {}))
+    _, found = jax.eval_shape(
+        forward_lib.make_forward(model, lambda batch: batch['image']), like,
+        {'image': jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)})
     names = sorted(found, key=forward_lib.natural_key)
-    description['masks'] = [{'name': name, 'shape': list(found[name].shape[1:3])}
+    description['masks'] = [{'name': name, 'shape': list(found[name].shape[1:])}
                             for name in names]
   exported.save(out, description, variables, normalization(loaded.normalizer))
   net, weights, preprocess = exported.load(out)  # the function runs what load gives
+  forward = forward_lib.make_forward(net, lambda batch: preprocess(batch['image']))
 
   def infer(images):
-    logits, state = net.apply(weights, preprocess(images), train=False,
-                              mutable=['intermediates'])
-    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    if not masks:
-      return probabilities
-    found = forward_lib.soft_masks(state.get('intermediates', {}))
-    return probabilities, tuple(forward_lib.reduce_channels(found[name], 'mean')
-                                for name in names)
+    probabilities, found = forward(weights, {'image': images})
+    return (probabilities, tuple(found[name] for name in names)) if masks else probabilities
 
   batch = jax_export.symbolic_shape('batch')[0]
   spec = jax.ShapeDtypeStruct((batch, size, size, channels), jnp.uint8)

@@ -34,6 +34,7 @@ class InferenceModel:
   """A trained network and what its input needs.
 
   Attributes:
+    config: the run's config, as inference uses it.
     model: the network; variables: its 'params' and 'batch_stats'; step: the checkpoint's.
     normalizer: turns a batch of pixels (0-255, with 'crop' for the 'small' recipe) into
       the network's input, as in evaluation.
@@ -43,6 +44,7 @@ class InferenceModel:
     recipe: 'imagenet' (centre crop and resize) or 'small' (images used at their own size).
     pad: the 'small' recipe's crop padding (the 'crop' of an evaluation image is its centre).
   """
+  config: ml_collections.ConfigDict
   model: ResidualAttentionNetwork
   variables: dict[str, Any]
   step: int
@@ -121,8 +123,8 @@ def _missing(workdir: str) -> MissingCheckpointError:
 
 
 def _recorded_info(record: run_record.RunRecord, config: ml_collections.ConfigDict) -> _DataInfo:
-  """What inference needs of the data, from the run's record (no dataset is read). The
-  optimizer state's structure does not depend on the epoch length: any positive one does."""
+  """What inference needs of the data, from the run's record (no dataset is read). No
+  optimizer is built for a recorded run, so no epoch length is needed (1.0 stands for it)."""
   normalizer = record.normalizer
   return _DataInfo(record.class_names, record.channels, normalizer.recipe, normalizer.pad,
                    normalizer, 1.0, config.image_size, config.eval_image_size)
@@ -132,7 +134,7 @@ def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
                        pipeline: pipeline_lib.InputPipeline | None = None) -> InferenceModel:
   """The network of the latest checkpoint in `workdir`, on this host's first device.
 
-  `config`: fields to use at inference (`run_record.run_config`); None for the run's own.
+  `config`: fields to use at inference (`run_record.resolve`); None for the run's own.
   `pipeline`: the run's `InputPipeline` when one is built anyway (its normalisation and
   dataset info are used). A run that recorded itself needs no dataset. Raises MissingCheckpointError when
   `workdir` holds no checkpoint, `DatasetUnavailableError` when an unrecorded 'small' run's
@@ -140,8 +142,8 @@ def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
   damaged.
   """
   check_has_checkpoint(workdir)  # before any data or model work
-  config = run_record.run_config(config, workdir)
-  record = run_record.read(workdir) if pipeline is None else None
+  config, record = run_record.resolve(config, workdir)
+  record = record if pipeline is None else None  # a pipeline built anyway says it all
   info = (_recorded_info(record, config) if record is not None else
           _data_info(config, workdir, pipeline))
   config = experiment.with_data_defaults(config, recipe=info.recipe, image_size=info.image_size,
@@ -162,7 +164,7 @@ def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str,
     raise _missing(workdir)
   state = restored.state
   return InferenceModel(
-      model=restored.model, variables=state.variables,
+      config=config, model=restored.model, variables=state.variables,
       step=int(jax.device_get(state.step)), normalizer=info.normalizer,
       class_names=info.class_names, channels=info.channels, image_size=info.eval_image_size,
       recipe=info.recipe, pad=info.pad)
@@ -192,7 +194,7 @@ def _load_variables(config: ml_collections.ConfigDict, workdir: str, info: _Data
     raise _missing(workdir)
   step, variables = restored
   return InferenceModel(
-      model=model, variables=variables, step=step, normalizer=info.normalizer,
+      config=config, model=model, variables=variables, step=step, normalizer=info.normalizer,
       class_names=info.class_names, channels=info.channels, image_size=info.eval_image_size,
       recipe=info.recipe, pad=info.pad)
 

@@ -56,12 +56,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _config():
-  """--config, or with --eval_only the config the run recorded (`run_record.run_config`),
-  set to only evaluate."""
+  """--config, or with --eval_only the config the run recorded (`run_record.resolve`), set to
+  only evaluate."""
   if not FLAGS.eval_only:
     return FLAGS.config
   from ran_jax.train import run_record
-  config = run_record.run_config(FLAGS.config, FLAGS.workdir).copy_and_resolve_references()
+  config = run_record.resolve(FLAGS.config, FLAGS.workdir)[0].copy_and_resolve_references()
   with config.unlocked():
     config.eval_only = True
   return config

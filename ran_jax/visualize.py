@@ -71,14 +71,13 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
     captions = tuple(os.path.basename(path) for path in files.captions)
     return loaded, forward_lib.Inputs(files.batch, files.pixels, captions)
   inference_model.check_has_checkpoint(workdir)  # before the dataset work
-  config = run_record.run_config(config, workdir)
+  config, record = run_record.resolve(config, workdir)
   if config.dataset == synthetic.NAME:
     raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
                      'with --image=FILE instead of --num_examples')
   if config.dataset == FOLDER and not config.get('folder'):
     raise ValueError('the eval images of a folder run are read from the folder: give '
                      '--config.folder=DIR, or show image files with --image=FILE')
-  record = run_record.read(workdir)
   trained_classes = record.class_names if record is not None else None
   if config.dataset == FOLDER and record is None:  # at the run's sizes (a run it recorded has them)
     saved = saved_dataset.load(workdir)

@@ -2,6 +2,7 @@
 (tests/compat_smoke.py) in it:
 
     python3 tests/compat.py [NAME ...]
+    python3 tests/compat.py --versions     # what this Python has of the main packages
 
 - `minimum`: Python 3.11 with the declared minimum versions (`ci/minimum-versions.txt`);
 - `py3.12`: Python 3.12 with the newest versions, and the `[tpu]` extra (libtpu on a host
@@ -101,6 +102,9 @@ def run_smoke_set(environment: Environment, scratch: pathlib.Path) -> bool | Non
 
 
 def main(names: list[str]) -> int:
+  if names == ['--versions']:
+    print(f'Python {sys.version.split()[0]}: {versions(sys.executable)}', flush=True)
+    return 0
   known = {environment.name: environment for environment in ENVIRONMENTS}
   unknown = [name for name in names if name not in known]
   if unknown:

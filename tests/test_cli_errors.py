@@ -167,13 +167,24 @@ def test_a_run_that_fails_once_started_ends_with_one_line(case, started, tmp_pat
   assert checkpoints == [str(trained(tmp_path_factory).results['step'])]
 
 
-def test_checkpoint_of_another_width_is_refused_and_kept(entry_point, tmp_path_factory, tmp_path,
-                                                         capsys, monkeypatch):
+@pytest.fixture
+def run_copy(tmp_path_factory, tmp_path):
+  """The trained run and a copy of its work directory, to resume or evaluate."""
   run = trained(tmp_path_factory)
-  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+  return run, shutil.copytree(run.workdir, tmp_path / 'run')
+
+
+def resume_args(run, workdir, more_steps: int, *extra: str) -> list[str]:
+  """The run's flags for `workdir`, to train `more_steps` past its checkpoint."""
   steps = int(run.results['step'])
-  args = [*digits_flags(workdir, run.data_dir, num_train_steps=steps + 4),
-          '--config.model.stem_width=16']
+  return [*digits_flags(workdir, run.data_dir, num_train_steps=steps + more_steps), *extra]
+
+
+def test_checkpoint_of_another_width_is_refused_and_kept(entry_point, run_copy, capsys,
+                                                         monkeypatch):
+  run, workdir = run_copy
+  steps = int(run.results['step'])
+  args = resume_args(run, workdir, 4, '--config.model.stem_width=16')
   status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
   line = assert_one_closing_line(stderr, status)  # refused by the run's record, named
   assert status == 1 and ('this run was started with model.stem_width=8 and cannot resume with '
@@ -186,14 +197,11 @@ def test_checkpoint_of_another_width_is_refused_and_kept(entry_point, tmp_path_f
   assert os.listdir(workdir / 'checkpoints') == [str(steps)]  # not set aside as damaged
 
 
-def test_a_schedule_change_on_resume_is_logged_and_recorded(entry_point, tmp_path_factory,
-                                                             tmp_path, capsys, monkeypatch,
-                                                             caplog):
-  run = trained(tmp_path_factory)
-  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+def test_a_schedule_change_on_resume_is_logged_and_recorded(entry_point, run_copy, capsys,
+                                                             monkeypatch, caplog):
+  run, workdir = run_copy
   steps = int(run.results['step'])
-  args = [*digits_flags(workdir, run.data_dir, num_train_steps=steps + 1),
-          '--config.learning_rate=0.05']
+  args = resume_args(run, workdir, 1, '--config.learning_rate=0.05')
   status, stderr = run_entry_point(entry_point, args, capsys, monkeypatch)
   assert status == 0, stderr[-3000:]
   assert 'Resuming with changed fields (recorded in run.json): ' in caplog.text
@@ -204,10 +212,8 @@ def test_a_schedule_change_on_resume_is_logged_and_recorded(entry_point, tmp_pat
   assert record['changes'][-1]['changed']['num_train_steps'] == [steps, steps + 1]
 
 
-def test_eval_only_needs_only_the_work_directory(entry_point, tmp_path_factory, tmp_path, capsys,
-                                                 monkeypatch):
-  run = trained(tmp_path_factory)
-  workdir = shutil.copytree(run.workdir, tmp_path / 'run')
+def test_eval_only_needs_only_the_work_directory(entry_point, run_copy, capsys, monkeypatch):
+  run, workdir = run_copy
   os.remove(workdir / 'eval_results.json')
   status, stderr = run_entry_point(entry_point, [f'--workdir={workdir}', '--eval_only'], capsys,
                                    monkeypatch)

@@ -215,8 +215,8 @@ def structure_signature(state: Any) -> str:
   return hashlib.sha256('\n'.join(entries).encode()).hexdigest()[:16]
 
 
-def _num_params(state: Any) -> int:
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state.params))
+def _num_params(params: Any) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dict) -> None:
@@ -230,7 +230,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
                          f'saved, and the last good checkpoint (step {manager.latest_step()}) '
                          'is kept. Lower the learning rate or check the input data.')
   meta = dict(input_state, state_digest=digest, state_signature=structure_signature(state),
-              num_params=_num_params(state), state_layout=layout.layout_of(state.params))
+              num_params=_num_params(state.params), state_layout=layout.layout_of(state.params))
   wait_for_saves(manager)  # a failure of the save before this one is reported as its own
   _check_room(manager, step)
   _in_flight[manager] = step
@@ -271,7 +271,7 @@ def _check_structure(meta: dict, target: Any, path: epath.Path) -> None:
     raise CheckpointError(
         f'The checkpoint at {path} was written for another model or optimizer '
         f'({count} parameters; this config has '
-        f'{_num_params(target):,}). Run with the config it was written with, or use a fresh '
+        f'{_num_params(target.params):,}). Run with the config it was written with, or use a fresh '
         '--workdir.')
 
 
@@ -281,11 +281,23 @@ def _to_layout(state: Any, target: Any) -> Any:
   return jax.jit(lambda tree: layout.convert(tree, target), out_shardings=shardings)(state)
 
 
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict | str:
+  """What `step` says of its state (digest, signature, layout, data order), or why that could
+  not be read."""
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        input=ocp.args.JsonRestore())).input)
+  except Exception as error:  # Orbax/TensorStore raise many types for bad files
+    return f'its metadata could not be read ({_reason(error)})'
+
+
 def _read_target(meta: dict, target: Any, path: epath.Path,
                  other_layout: Callable[[], Any] | None) -> Any:
-  """The target to read the step with: `target`, or its counterpart in the step's layout."""
+  """The target to read the step with: `target`, or its counterpart in the step's layout.
+  `target` is a train state, or a mapping with its 'params'."""
   saved = meta.get('state_layout', layout.UNROLLED)  # steps from before the layouts: unrolled
-  wanted = layout.layout_of(target.params)
+  params = target['params'] if isinstance(target, dict) else target.params
+  wanted = layout.layout_of(params)
   if saved == wanted:
     return target
   if other_layout is None:
@@ -299,11 +311,9 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any,
                  other_layout: Callable[[], Any] | None = None) -> tuple[Any, dict] | str:
   """(state, meta) of `step`, or the reason it is damaged."""
   path = epath.Path(manager.directory) / str(step)
-  try:
-    meta = dict(manager.restore(step, args=ocp.args.Composite(
-        input=ocp.args.JsonRestore())).input)
-  except Exception as error:  # Orbax/TensorStore raise many types for bad files
-    return f'its metadata could not be read ({_reason(error)})'
+  meta = _read_meta(manager, step)
+  if isinstance(meta, str):
+    return meta
   wanted, target = target, _read_target(meta, target, path, other_layout)
   _check_structure(meta, target, path)
   try:
@@ -404,32 +414,30 @@ def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, A
   (another model) or none can be read.
   """
   skipped = []
-  wanted = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(target['params']))
+  wanted = _num_params(target['params'])
   for step in sorted(manager.all_steps(), reverse=True):
     path = epath.Path(manager.directory) / str(step)
-    try:
-      meta = dict(manager.restore(step, args=ocp.args.Composite(
-          input=ocp.args.JsonRestore())).input)
-    except Exception as error:  # Orbax/TensorStore raise many types for bad files
-      skipped.append((step, f'its metadata could not be read ({_reason(error)})'))
+    meta = _read_meta(manager, step)
+    if isinstance(meta, str):
+      skipped.append((step, meta))
       continue
     if meta.get('num_params', wanted) != wanted:
       raise CheckpointError(
           f'The checkpoint at {path} was written for another model ({meta["num_params"]:,} '
           f'parameters; this config has {wanted:,}). Run with the config it was written with.')
-    same = meta.get('state_layout', layout.UNROLLED) == layout.layout_of(target['params'])
+    read_target = _read_target(meta, target, path, other_layout)
     try:
       with _quiet_failed_reads():
-        variables = _read_part(path / 'state', target if same else other_layout())
+        variables = _read_part(path / 'state', read_target)
     except Exception as error:
       skipped.append((step, f'its variables could not be read ({_reason(error)})'))
       continue
-    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(variables)):
+    if not state_digest(variables)[1]:
       skipped.append((step, 'it holds non-finite values'))
       continue
     for bad, reason in skipped:
       logging.warning('Checkpoint of step %d is damaged: %s.', bad, reason)
-    if not same:
+    if read_target is not target:
       variables = _to_layout(variables, target)
     return step, {key: variables[key] for key in ('params', 'batch_stats')}
   if skipped:

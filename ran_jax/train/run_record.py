@@ -138,20 +138,21 @@ def alters_model_or_input(field: str) -> bool:
   return field.startswith(MODEL_AND_INPUT) and field not in SAME_NETWORK
 
 
-def run_config(config: ml_collections.ConfigDict | None,
-               workdir: str) -> ml_collections.ConfigDict:
-  """The config of the run in `workdir`: the one it recorded, with the fields of `config` (when
-  given) that change neither the network nor its input (`data_dir`, `folder`,
-  batch sizes, ...); `config` itself for a run that recorded none."""
+def resolve(config: ml_collections.ConfigDict | None, workdir: str
+            ) -> tuple[ml_collections.ConfigDict, RunRecord | None]:
+  """(config, record) of the run in `workdir`, its record read once: the config it recorded,
+  with the fields of `config` (when given) that change neither the network nor its input
+  (`data_dir`, `folder`, batch sizes, ...); `config` itself (and None) for a run that recorded
+  none."""
   record = read(workdir)
   if record is None:
     if config is None:
       raise FileNotFoundError(
           f'{workdir} has no {FILE} (a run started before runs recorded their '
           'config, or no run): give the --config it was trained with')
-    return config
+    return config, None
   if config is None:
-    return record.config
+    return record.config, record
   merged = record.config.copy_and_resolve_references()
   for field, (_, value) in changed_fields(record.config, config).items():
     if not alters_model_or_input(field) and value is not None:
@@ -161,4 +162,4 @@ def run_config(config: ml_collections.ConfigDict | None,
         node = node[parent]
       with node.unlocked():
         node[name] = tuple(value) if isinstance(value, list) else value
-  return merged
+  return merged, record
