@@ -1,4 +1,4 @@
-"""What the digest of a checkpoint costs (`checkpoint.state_digest`, at every save and
+"""What the digest of a checkpoint costs (`checkpoints.state_digest`, at every save and
 restore): reduced on the devices against fetched to the host and summed in NumPy, alternately,
 on a full-size train state.
 
@@ -22,7 +22,7 @@ import optax
 from cli_args import positive_int
 
 from ran_jax.models import create_model, list_models
-from ran_jax.train import checkpoint
+from ran_jax.workdir import checkpoints
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.state import train_state_factory
 
@@ -47,11 +47,11 @@ def main() -> None:
   state = jax.block_until_ready(init())
   state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
   leaves = jax.tree.leaves(state)
-  first = timed(lambda: checkpoint._device_sums(leaves))  # pylint: disable=protected-access
+  first = timed(lambda: checkpoints._device_sums(leaves))  # pylint: disable=protected-access
   device, host = [], []
   for _ in range(args.rounds):
-    device.append(timed(lambda: checkpoint._device_sums(leaves)))  # pylint: disable=protected-access
-    host.append(timed(lambda: checkpoint._host_sums(leaves)))  # pylint: disable=protected-access
+    device.append(timed(lambda: checkpoints._device_sums(leaves)))  # pylint: disable=protected-access
+    host.append(timed(lambda: checkpoints._host_sums(leaves)))  # pylint: disable=protected-access
   print(json.dumps({
       'model': args.model, 'state_mb': round(state_bytes / 1e6, 1),
       'devices': jax.device_count(), 'device_kind': jax.devices()[0].device_kind,

@@ -16,7 +16,7 @@ the device's peak bytes in use where the backend reports them (GPUs, TPUs).
 
 With --largest-batch, the batch is the largest multiple of --batch-multiple per device whose
 compiled step fits the device's memory (its bytes_limit, or --capacity-gib), found from XLA's
-memory analysis (`ran_jax.train.memory_plan.search_largest_batch`: two compiles give memory
+memory analysis (`ran_jax.planning.memory_plan.search_largest_batch`: two compiles give memory
 as a line in the batch, then the batch where it meets the capacity and the next multiple are
 compiled); --batch is then the first batch tried.
 
@@ -37,7 +37,7 @@ from cli_args import positive_int
 
 from ran_jax.models import activation_bytes_per_image, create_model, list_models, model_costs
 from ran_jax.models.network import REMAT, REMAT_POLICIES
-from ran_jax.train import memory_plan
+from ran_jax.planning import memory_plan
 from ran_jax.data import device_batches
 from ran_jax.train import mesh as mesh_lib
 

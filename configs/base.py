@@ -6,7 +6,7 @@ the warm-up of the learning-rate schedule are in epochs (passes over the whole t
 so a different batch size trains on the same examples with the same schedule per example;
 `num_train_steps` > 0 overrides the length in steps (quick runs). Set `eval_only=True` to
 evaluate the latest checkpoint in --workdir and stop. The defaults are the paper's ImageNet
-recipe; `ran_jax.train.config_checks` checks every field before a run starts.
+training; `ran_jax.experiments.checks` checks every field before a run starts.
 """
 
 from collections.abc import Mapping
@@ -25,7 +25,7 @@ def epochs(iterations: int, batch_size: int, num_train_examples: int) -> float:
 def set_schedule_from_iterations(config: ml_collections.ConfigDict, *, batch_size: int,
                                  decays: tuple[int, ...], stop: int,
                                  num_train_examples: int) -> None:
-  """Sets `num_epochs` and `lr_decay_epochs` from a recipe given in iterations at a batch."""
+  """Sets `num_epochs` and `lr_decay_epochs` from a schedule given in iterations at a batch."""
   config.num_epochs = epochs(stop, batch_size, num_train_examples)
   config.lr_decay_epochs = tuple(epochs(i, batch_size, num_train_examples) for i in decays)
 
@@ -83,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 256
   config.eval_batch_size = 256
-  # The paper's ImageNet recipe: batch 256, lr / 10 at 200k, 400k and 500k iterations, stop at
+  # The paper's ImageNet schedule: batch 256, lr / 10 at 200k, 400k and 500k iterations, stop at
   # 530k. Sets num_epochs (105.9) and lr_decay_epochs (39.96, 79.93, 99.91).
   set_schedule_from_iterations(config, batch_size=256, decays=(200_000, 400_000, 500_000),
                                stop=530_000, num_train_examples=IMAGENET_TRAIN_EXAMPLES)

@@ -1,4 +1,4 @@
-"""The CIFAR recipe, and the paper's CIFAR-10 / CIFAR-100 comparison (one row per variant).
+"""The paper's CIFAR training, and its CIFAR-10 / CIFAR-100 comparison (one row per variant).
 
 Command (from the repository root), VARIANT = MODEL,DATASET from the table:
   python -m ran_jax.main --config=configs/cifar.py:attention92,cifar10 --workdir=DIR
@@ -14,16 +14,17 @@ Command (from the repository root), VARIANT = MODEL,DATASET from the table:
 | attention452,cifar10 | attention452_cifar (10,181,210) | paper: 3.90% top-1 error |
 | attention452,cifar100 | attention452_cifar (10,204,340) | paper: 20.45% top-1 error |
 
-The paper lists 1.7M, 1.9M, 5.1M and 8.6M parameters (attention452_cifar's layout is the
-paper's p=2, t=4, r=3 with m=6; see ran_jax/models/presets.py for why it has more). None of
+The paper lists 1.7M, 1.9M, 5.1M and 8.6M parameters (attention452_cifar is built with the
+paper's p=2, t=4, r=3 and m=6; see ran_jax/models/presets.py for why it has more). None of
 these results is reproduced here yet. The default variant is attention92,cifar10.
 
 Hardware: one GPU (160k steps at batch 64). Data: TFDS cifar10 / cifar100 (downloaded by
 TFDS on a machine with internet, or prepared in --config.data_dir).
-Recipe (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 64, lr 0.1 divided by 10
+Training (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 64, lr 0.1 divided by 10
 at 64k and 96k iterations, stop at 160k; in epochs of the 50,000 training images: decays at
-81.92 and 122.88, stop at 204.8. 4-pixel zero padding, random 32x32 crop, flip, per-pixel
-mean subtraction. The other CIFAR configs (cifar_*.py) use this recipe.
+81.92 and 122.88, stop at 204.8. Input: the small recipe (4-pixel zero padding, random 32x32
+crop, flip, per-pixel mean subtraction). The other CIFAR configs (cifar_*.py) train the same
+way (`paper_training`).
 Layout: unrolled (`model.scan=False`, the base default). `--config.model.scan=True` compiles
 the deep presets' train steps in a fraction of the time (attention452_cifar 35 s against more
 than 15 minutes, attention236_cifar 22 s against 93 s on 2 CPU cores), but its step ran 7.6-9x
@@ -50,8 +51,8 @@ VARIANTS = {
 }
 
 
-def recipe(model: str, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
-  """The paper's CIFAR recipe for preset `model` on `dataset`."""
+def paper_training(model: str, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
+  """The paper's CIFAR training settings for preset `model` on `dataset`."""
   config = base.get_config()
   config.model.name = model
   config.dataset = dataset
@@ -74,4 +75,4 @@ def recipe(model: str, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
 
 def get_config(variant: str = 'attention92,cifar10') -> ml_collections.ConfigDict:
   depth, dataset = base.variant_parts(variant, VARIANTS, 'configs/cifar.py')
-  return recipe(f'{depth}_cifar', dataset)
+  return paper_training(f'{depth}_cifar', dataset)

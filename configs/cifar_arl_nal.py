@@ -17,8 +17,8 @@ finds NAL degrading as modules are stacked, ARL improving.
 | attention164,arl | attention164_cifar | paper: 4.31% top-1 error |
 | attention164,nal | attention164_cifar, attention='nal' | paper: 7.18% top-1 error |
 
-Not reproduced here yet. The default variant is attention56,arl. Recipe and hardware: the
-CIFAR recipe of configs/cifar.py (one GPU, 160k steps at batch 64).
+Not reproduced here yet. The default variant is attention56,arl. Training and hardware: the
+paper's CIFAR training of configs/cifar.py (one GPU, 160k steps at batch 64).
 """
 
 import ml_collections
@@ -39,6 +39,6 @@ VARIANTS = {
 
 def get_config(variant: str = 'attention56,arl') -> ml_collections.ConfigDict:
   depth, kind = base.variant_parts(variant, VARIANTS, 'configs/cifar_arl_nal.py')
-  config = cifar.recipe(f'{depth}_cifar')
+  config = cifar.paper_training(f'{depth}_cifar')
   config.model.attention = kind
   return config

@@ -14,7 +14,7 @@ spatial map (model.mask_activation 'sigmoid', 'channel', 'spatial').
 | spatial | attention56_cifar, mask_activation='spatial' | paper: 6.33% top-1 error |
 
 The channel and spatial figures come from secondary sources (unconfirmed); not reproduced
-here yet. The default variant is mixed. Recipe and hardware: configs/cifar.py's.
+here yet. The default variant is mixed. Training and hardware: configs/cifar.py's.
 """
 
 import ml_collections
@@ -31,6 +31,6 @@ ACTIVATIONS = {'mixed': 'sigmoid', 'channel': 'channel', 'spatial': 'spatial'}
 
 def get_config(variant: str = 'mixed') -> ml_collections.ConfigDict:
   (name,) = base.variant_parts(variant, VARIANTS, 'configs/cifar_mask_activation.py')
-  config = cifar.recipe('attention56_cifar')
+  config = cifar.paper_training('attention56_cifar')
   config.model.mask_activation = ACTIVATIONS[name]
   return config

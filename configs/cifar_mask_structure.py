@@ -13,7 +13,7 @@ the same number of residual units at full resolution, with no pooling or up-samp
 | local_conv | attention56_cifar, mask_structure='local_conv' | paper: 6.48% top-1 error |
 
 The local-convolution figure comes from secondary sources (unconfirmed); not reproduced here
-yet. The default variant is encoder_decoder. Recipe and hardware: configs/cifar.py's.
+yet. The default variant is encoder_decoder. Training and hardware: configs/cifar.py's.
 """
 
 import ml_collections
@@ -28,6 +28,6 @@ VARIANTS = {
 
 def get_config(variant: str = 'encoder_decoder') -> ml_collections.ConfigDict:
   (structure,) = base.variant_parts(variant, VARIANTS, 'configs/cifar_mask_structure.py')
-  config = cifar.recipe('attention56_cifar')
+  config = cifar.paper_training('attention56_cifar')
   config.model.mask_structure = structure
   return config

@@ -19,7 +19,7 @@ example gets a uniformly drawn other class (`label_noise`, chosen by example id 
 | attention92,70 | attention92_cifar | paper: 15.75% top-1 error |
 
 The 70% figures are confirmed, the others come from secondary sources (unconfirmed); not
-reproduced here yet. The default variant is attention92,70. Recipe and hardware:
+reproduced here yet. The default variant is attention92,70. Training and hardware:
 configs/cifar.py's.
 """
 
@@ -41,6 +41,6 @@ VARIANTS = {
 
 def get_config(variant: str = 'attention92,70') -> ml_collections.ConfigDict:
   depth, percent = base.variant_parts(variant, VARIANTS, 'configs/cifar_noisy_labels.py')
-  config = cifar.recipe(f'{depth}_cifar')
+  config = cifar.paper_training(f'{depth}_cifar')
   config.label_noise = int(percent) / 100
   return config

@@ -1,4 +1,4 @@
-"""Attention-56 (CIFAR layout) on scikit-learn's handwritten digits: the embedded default.
+"""Attention-56 (CIFAR stem) on scikit-learn's handwritten digits: the embedded default.
 
 Command (from the repository root):
   python -m ran_jax.main --config=configs/digits_attention56.py --workdir=/tmp/ran_digits
@@ -7,9 +7,9 @@ The data (1,797 8x8 grey images, 10 classes) ships inside scikit-learn and is ex
 TFDS dataset `digits` (train: 1,437 images; test: the 360 with index % 5 == 0), so this
 runs anywhere with no download, through the same TFDS path as ImageNet.
 Hardware: 2 CPU cores suffice.
-Recipe: batch 64, lr 0.1 with a linear warm-up over 50 steps, then cosine decay to 0 at
-step 264 (11.76 epochs of the 1,437 training images), weight decay 5e-4, no augmentation;
-one evaluation, at the end.
+Training: batch 64, lr 0.1 with a linear warm-up over 50 steps, then cosine decay to 0 at
+step 264 (11.76 epochs of the 1,437 training images), weight decay 5e-4; one evaluation, at
+the end. Input: the small recipe without augmentation (no padding, no flips).
 Expected result (measured here, not a paper number): >= 98% top-1 on the test split; the
 time on 2 CPU cores, compilation included, is in the README.
 """

@@ -13,10 +13,11 @@ prepared again. Class names are the folder names, sorted; they are saved with th
 reads the folder's eval images: give --config.folder too).
 
 Defaults from the data (see ran_jax/data/image_folder.py):
-  - image_layout 'auto': 'small' (the CIFAR layout: attention56_cifar, images resized to the
-    median shorter side, 1/8 zero-pad random crops and flips) when the median shorter side is
-    at most 64 pixels; else 'imagenet' (attention56 on 224-pixel random-resized crops).
-    --config.image_size, --config.model.name and --config.image_layout override them.
+  - recipe 'auto': 'small' (as CIFAR: attention56_cifar, images resized to the median shorter
+    side, 1/8 zero-pad random crops and flips) when the median shorter side is at most 64
+    pixels; else 'imagenet' (attention56 on 224-pixel random-resized crops).
+    --config.image_size, --config.model.name and --config.recipe override them
+    (--config.image_layout, the former name of --config.recipe, still works).
   - normalisation: per-channel mean and std of the training images.
 Recipe: batch 32, lr 0.05 (0.1 at batch 64) with a linear warm-up over 2 epochs and cosine
 decay over 30 epochs, weight decay 5e-4: a few hundred small images train to a useful model
@@ -40,9 +41,10 @@ def get_config():
   config.folder = placeholder(str)  # required: the directory of class folders
   config.val_fraction = 0.1
   config.split_seed = 0
-  config.image_layout = 'auto'  # 'small' (CIFAR layout), 'imagenet', or from the images
-  config.flip = True  # horizontal flips in training ('small' layout)
-  config.model.name = placeholder(str)  # from the layout: attention56_cifar or attention56
+  config.recipe = 'auto'  # the input recipe: 'small', 'imagenet', or from the images
+  config.image_layout = placeholder(str)  # the former name of `recipe`, still read
+  config.flip = True  # horizontal flips in training (the 'small' recipe)
+  config.model.name = placeholder(str)  # from the recipe: attention56_cifar or attention56
   config.image_size = placeholder(int)  # from the images (see the docstring)
   config.eval_image_size = placeholder(int)  # image_size
   config.batch_size = 32

@@ -10,7 +10,7 @@ the manual download (see README, "ImageNet"). Memory: the train step needs 3.91 
 chip at batch 256 on a v5p-8 (64 per chip; XLA's analysis of the step compiled for the
 topology: `python -m ran_jax.plan --config=configs/imagenet_attention56.py --topology=v5p-8`);
 every ImageNet config on each TPU type is in benchmarks/README.md ("TPU plans").
-Recipe (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10
+Training (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10
 at 200k, 400k and 500k iterations, stop at 530k; in epochs of the 1,281,167 training images:
 decays at 39.96, 79.93 and 99.91, stop at 105.9. Another batch size keeps these epochs and
 scales the lr linearly (batch 1024: lr 0.4, 132,500 steps, decays at 50k, 100k, 125k).

@@ -8,21 +8,59 @@ The tools that read or write a run also call `define_workdir_flag()`.
 
 import logging as std_logging
 import os
-import re
 import sys
+import traceback
 from typing import NoReturn
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ran_jax.train import platforms
+from ran_jax.process import platforms
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 FLAGS = flags.FLAGS
+
+
+class ConfigFileError(flags.Error):
+  """The --config file raised an error (its 'Type: message' is the message)."""
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+  """ml_collections' parser of --config (`parser`), raising the config file's own error as a
+  ConfigFileError: absl would turn a TypeError or ValueError into an IllegalFlagValueError
+  that carries only ml_collections' copy of it, with its traceback in the message."""
+
+  def __init__(self, parser: flags.ArgumentParser):
+    self._parser = parser
+
+  def parse(self, argument: str) -> object:
+    try:
+      return self._parser.parse(argument)
+    except (TypeError, ValueError) as error:
+      raised = ''.join(traceback.format_exception_only(_raised_by_config(error)))
+      raise ConfigFileError(' '.join(raised.split())) from error
+
+  def flag_type(self) -> str:
+    return self._parser.flag_type()
+
+
+def _raised_by_config(error: BaseException) -> BaseException:
+  """The exception the config file raised: `error`, or the one it was raised in handling of
+  when ml_collections raised it (a copy with the traceback added to the message)."""
+  library = os.path.dirname(config_flags.__file__)
+  while (error.__context__ is not None and error.__traceback__ is not None and
+         traceback.extract_tb(error.__traceback__)[-1].filename.startswith(library + os.sep)):
+    error = error.__context__
+  return error
+
+
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (PATH or PATH:ARG).',
                                 lock_config=True)
+FLAGS['config'].parser = _ConfigFileParser(FLAGS['config'].parser)
+# Flags that parse_flags ends with '--NAME is required' when they are not given.
+_REQUIRED: list[str] = []
 
 
 def define_json_flag(help_text: str) -> None:
@@ -42,7 +80,7 @@ def define_workdir_flag() -> None:
   if 'workdir' not in FLAGS:
     flags.DEFINE_string('workdir', None,
                         'Directory of the run: checkpoints, metrics, eval results.')
-    flags.mark_flags_as_required(['workdir'])
+    _REQUIRED.append('workdir')
 
 
 class QuietRoutineLogs(std_logging.Filter):
@@ -120,16 +158,6 @@ def check_image_paths(paths: list[str]) -> None:
       fail(f'{path} is not readable (permission denied)')
 
 
-def _config_file_error(message: str) -> str | None:
-  """The exception a config file raised ('ValueError: ...'), from the message of the flag
-  error that carries its traceback; None for other flag errors."""
-  if 'Error whilst parsing config file' not in message:
-    return None
-  lines = message.splitlines()
-  starts = [i for i, line in enumerate(lines) if re.match(r'[\w.]+(Error|Exception): ', line)]
-  return ' '.join(lines[starts[-1]:]) if starts else None
-
-
 def _unreadable_config(error: OSError) -> str:
   """Why the --config file could not be read, naming its path."""
   path = FLAGS['config'].config_filename.split(':', 1)[0]
@@ -160,6 +188,9 @@ def parse_flags(argv: list[str], example: str, arguments: str | None = None,
   """
   try:
     argv = FLAGS(argv)
+    for name in _REQUIRED:
+      if FLAGS[name].value is None:
+        fail(f'--{name} is required, e.g. {example}', EXIT_USAGE)
     if FLAGS.config is None and config_required:
       fail(f'--config is required, e.g. {example}', EXIT_USAGE)
     if FLAGS.config is not None:
@@ -168,13 +199,9 @@ def parse_flags(argv: list[str], example: str, arguments: str | None = None,
     fail(_unreadable_config(error), EXIT_USAGE)
   except (ImportError, SyntaxError) as error:  # raised by the config file itself
     fail(f'the --config file could not be loaded: {type(error).__name__}: {error}', EXIT_USAGE)
+  except ConfigFileError as error:  # get_config() raised
+    fail(f'the --config file could not be loaded: {error}', EXIT_USAGE)
   except flags.Error as error:
-    raised = _config_file_error(str(error))
-    if raised:  # get_config() raised: its error, without the traceback ml_collections adds
-      fail(f'the --config file could not be loaded: {raised}', EXIT_USAGE)
-    missing = re.search(r'--(\w+) must have a value', str(error))
-    if missing:  # a required flag (--config, --workdir, ...) was not given
-      fail(f'--{missing.group(1)} is required, e.g. {example}', EXIT_USAGE)
     fail(f'{error} (see --helpfull)', EXIT_USAGE)
   except (AttributeError, KeyError, TypeError, ValueError) as error:
     reason = error

@@ -46,11 +46,8 @@ def normalization(normalizer) -> dict:
   """The arrays of `ran_jax.models.exported.load`'s preprocess: (images / divisor - mean) / std,
   the evaluation normalisation of `normalizer` (an evaluation crop is the centre)."""
   import numpy as np
-  channels = np.asarray(normalizer.mean).shape[-1]
-  std = np.ones(channels) if normalizer.std is None else normalizer.std
-  divisor = 255.0 if normalizer.recipe == 'small' else 1.0
-  return {'input_divisor': np.float32(divisor), 'input_mean': normalizer.mean,
-          'input_std': std}
+  divisor, mean, std = normalizer.eval_affine()
+  return {'input_divisor': np.float32(divisor), 'input_mean': mean, 'input_std': std}
 
 
 def export(config, workdir: str, out: str, *, masks: bool = False,
@@ -63,7 +60,7 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   from ran_jax import inference_model
   from ran_jax.masks import forward as forward_lib
   from ran_jax.models import exported, layout
-  from ran_jax.train.config_checks import model_overrides
+  from ran_jax.experiments.network import model_overrides
   from ran_jax.train.loop import EVAL_RESULTS
   loaded = inference_model.load_for_inference(config, workdir)
   config = loaded.config
@@ -116,7 +113,7 @@ def main(argv: list[str]) -> None:
   del argv  # checked by parse_flags
   cli.warnings_only()
   from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
-  from ran_jax.train.errors import TrainingError
+  from ran_jax.process.errors import TrainingError
   hide_accelerators_from_tensorflow()
   try:
     os.makedirs(FLAGS.out, exist_ok=True)

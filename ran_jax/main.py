@@ -18,7 +18,7 @@ requeue on it).
 import os
 import sys
 
-from ran_jax.train import stop_signals
+from ran_jax.process import stop_signals
 
 stop_signals.install_early_handlers()  # before the heavy imports: a stop exits 75 from here on
 
@@ -27,7 +27,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from ran_jax import cli  # noqa: E402
 from ran_jax.cli import EXIT_ERROR, EXIT_USAGE  # noqa: E402
-from ran_jax.train.errors import EXIT_PREEMPTED, describe_os_error  # noqa: E402
+from ran_jax.process.errors import EXIT_PREEMPTED, describe_os_error  # noqa: E402
 
 DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'ran_jax', 'jax')
 EXAMPLE = ('python3 -m ran_jax.main --config=configs/digits_attention56.py '
@@ -60,7 +60,7 @@ def _config():
   only evaluate."""
   if not FLAGS.eval_only:
     return FLAGS.config
-  from ran_jax.train import run_record
+  from ran_jax.workdir import run_record
   config = run_record.resolve(FLAGS.config, FLAGS.workdir)[0].copy_and_resolve_references()
   with config.unlocked():
     config.eval_only = True
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
     except (RuntimeError, ValueError) as error:
       cli.fail(f'jax.distributed.initialize() failed: {error}')
   from ran_jax.data.datasets import DatasetUnavailableError
-  from ran_jax.train.errors import Preempted, TrainingError
+  from ran_jax.process.errors import Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
   try:  # checks the config first, before TensorFlow is imported: a bad value stops at once
     train_and_evaluate(_config(), FLAGS.workdir)

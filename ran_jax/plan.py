@@ -31,7 +31,7 @@ from absl import app, flags
 
 from ran_jax import cli
 from ran_jax.cli import EXIT_USAGE, FLAGS
-from ran_jax.train import platforms
+from ran_jax.process import platforms
 
 EXIT_DOES_NOT_FIT = 3
 EXAMPLE = ('python3 -m ran_jax.plan --config=configs/imagenet_attention56.py '
@@ -92,7 +92,7 @@ def _compiler_versions() -> str:
 
 def tpu_target(name: str, capacity_gib: float | None = None) -> Target:
   """Compile-only devices of accelerator type `name` (libtpu compiles for them here)."""
-  from ran_jax.train import accelerators
+  from ran_jax.planning import accelerators
   accelerator = accelerators.parse(name)  # a ValueError lists the known types
   if importlib.util.find_spec('libtpu') is None:
     raise RuntimeError(f'compiling for {name} needs libtpu, which is not installed; install '
@@ -163,11 +163,11 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
   `report(line)` is called with a line of progress before each compile; `builder` compiles
   the steps (default: `memory_plan.StepBuilder(config, target.devices)`).
   """
-  from ran_jax.train import config_checks
-  from ran_jax.train.memory_plan import StepBuilder, search_largest_batch
+  from ran_jax.experiments import checks
+  from ran_jax.planning.memory_plan import StepBuilder, search_largest_batch
   report = report or (lambda line: None)
   devices = len(target.devices)
-  config_checks.validate(config, None, device_count=devices, process_count=target.processes)
+  checks.validate(config, None, device_count=devices, process_count=target.processes)
   builder = builder or StepBuilder(config, target.devices)
   capacity = target.capacity
   macs = {step: builder.model_macs_per_image(step) for step in ('train', 'eval')}

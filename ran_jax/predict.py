@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
   cli.check_image_paths(argv[1:])
   cli.warnings_only()
   from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
-  from ran_jax.train.errors import TrainingError
+  from ran_jax.process.errors import TrainingError
   hide_accelerators_from_tensorflow()
   try:
     results = predictions(argv[1:])

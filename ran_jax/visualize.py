@@ -61,43 +61,27 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
             ) -> tuple['inference_model.InferenceModel', 'forward_lib.Inputs']:
   """(InferenceModel, Inputs) of the images the flags name."""
   from ran_jax import inference_model
-  from ran_jax.data import builders, saved_dataset, synthetic
-  from ran_jax.data.datasets import FOLDER, get_spec
+  from ran_jax.data import sources
   from ran_jax.masks import forward as forward_lib
-  from ran_jax.train import experiment, run_record
   if FLAGS.image is not None:
     loaded = inference_model.load_for_inference(config, workdir)
     files = inference_model.load_files(FLAGS.image, loaded)
     captions = tuple(os.path.basename(path) for path in files.captions)
     return loaded, forward_lib.Inputs(files.batch, files.pixels, captions)
-  inference_model.check_has_checkpoint(workdir)  # before the dataset work
-  config, record = run_record.resolve(config, workdir)
-  if config.dataset == synthetic.NAME:
-    raise ValueError(f'the {synthetic.NAME!r} dataset has no eval images; show image files '
-                     'with --image=FILE instead of --num_examples')
-  if config.dataset == FOLDER and not config.get('folder'):
-    raise ValueError('the eval images of a folder run are read from the folder: give '
-                     '--config.folder=DIR, or show image files with --image=FILE')
-  trained_classes = record.class_names if record is not None else None
-  if config.dataset == FOLDER and record is None:  # at the run's sizes (a run it recorded has them)
-    saved = saved_dataset.load(workdir)
-    trained_classes = saved.class_names
-    config = experiment.with_data_defaults(config, recipe=saved.spec.recipe,
-                                           image_size=saved.image_size,
-                                           eval_image_size=saved.eval_image_size)
-  elif config.dataset != FOLDER:  # only an embedded dataset is prepared here (no download)
-    spec = get_spec(config.dataset)
-    builders.load_builder(spec, config.data_dir, prepare_if_needed=spec.embedded)
-  pipeline = experiment.make_input(config)
-  if trained_classes is not None and pipeline.class_names != trained_classes:
-    raise ValueError(f'the eval split now has the classes {list(pipeline.class_names)}, but the '
-                     f'run was trained on {list(trained_classes)}; show image files with '
+  loaded = inference_model.load_for_inference(config, workdir)
+  source = sources.source_of(loaded.config)  # at the run's image sizes
+  if not source.has_eval_images:
+    raise ValueError(f'the {loaded.config.dataset!r} dataset has no eval images; show image '
+                     'files with --image=FILE instead of --num_examples')
+  evaluation = source.open(may_download=False)  # only data that needs no download is prepared
+  if evaluation.class_names != loaded.class_names:
+    raise ValueError(f'the eval split now has the classes {list(evaluation.class_names)}, but '
+                     f'the run was trained on {list(loaded.class_names)}; show image files with '
                      '--image=FILE instead')
-  loaded = inference_model.load_for_inference(config, workdir, pipeline=pipeline)
-  inputs = forward_lib.first_eval_examples(pipeline, FLAGS.num_examples)
+  inputs = forward_lib.first_eval_examples(evaluation, FLAGS.num_examples)
   if len(inputs.captions) < FLAGS.num_examples:
     raise ValueError(f'--num_examples={FLAGS.num_examples}, but the eval split of '
-                     f'{config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
+                     f'{loaded.config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
   return loaded, inputs
 
 
@@ -107,7 +91,7 @@ def main(argv: list[str]) -> None:
   from ran_jax.data.pipeline import DatasetUnavailableError, hide_accelerators_from_tensorflow
   from ran_jax.masks import forward as forward_lib
   from ran_jax.masks import grid as grid_lib
-  from ran_jax.train.errors import TrainingError
+  from ran_jax.process.errors import TrainingError
   hide_accelerators_from_tensorflow()
   config, workdir = FLAGS.config, FLAGS.workdir
   cli.check_image_paths(FLAGS.image or [])

@@ -21,8 +21,11 @@ import sys
 
 import jax
 import pytest
+from absl import flags, logging
 from trained_digits import run_tool, trained
 from training_jobs import BOUND, ROOT, assert_one_closing_line, digits_flags, job_env
+
+from ran_jax import cli
 
 DIGITS = '--config=configs/digits_attention56.py'
 FOLDER = '--config=configs/image_folder.py'
@@ -220,3 +223,55 @@ def test_eval_only_needs_only_the_work_directory(entry_point, run_copy, capsys, 
   assert status == 0, stderr[-3000:]
   assert json.loads((workdir / 'eval_results.json').read_text()) == run.results
   assert json.loads((workdir / 'run.json').read_text())['changes'] == []  # nothing changed
+
+
+def parse_flags_error(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+  """(exit status, stderr) of `cli.parse_flags` on a command line it refuses."""
+  cli.define_workdir_flag()
+  argv = ['tool', *args]
+  monkeypatch.setattr(sys, 'argv', argv)  # config_flags reads --config.FIELD from sys.argv
+  monkeypatch.chdir(ROOT)
+  level = logging.get_absl_logger().level  # parsing sets it (--verbosity): kept for later tests
+  flags.FLAGS.unparse_flags()
+  capsys.readouterr()
+  try:
+    with pytest.raises(SystemExit) as stop:
+      cli.parse_flags(argv, 'tool --config=PATH --workdir=DIR')
+  finally:
+    flags.FLAGS.unparse_flags()
+    logging.get_absl_logger().setLevel(level)
+  return stop.value.code, capsys.readouterr().err
+
+
+# What get_config() of a config file raises: the body of the file, its --config suffix, and the
+# error the line names (a TypeError or ValueError, which ml_collections re-raises with its
+# traceback in the message and absl turns into a flag error).
+RAISING_CONFIGS = {
+    'ValueError': ("def get_config():\n  raise ValueError('no variant x')\n", '',
+                   'ValueError: no variant x'),
+    'raised while handling another': (
+        "def get_config():\n  try:\n    {}['x']\n  except KeyError:\n"
+        "    raise ValueError('no variant x') from None\n", '', 'ValueError: no variant x'),
+    'TypeError of the call': ('def get_config():\n  return None\n', ':x',
+                              'TypeError: get_config() takes 0 positional arguments'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(RAISING_CONFIGS))
+def test_a_config_file_that_raises_gives_its_error_in_one_line(case, tmp_path, capsys,
+                                                               monkeypatch):
+  """The real ml_collections and absl path: the line names the config's own error."""
+  body, suffix, expected = RAISING_CONFIGS[case]
+  (tmp_path / 'raises.py').write_text(body)
+  status, stderr = parse_flags_error([f'--config={tmp_path / "raises.py"}{suffix}',
+                                      f'--workdir={tmp_path / "run"}'], capsys, monkeypatch)
+  assert status == 2 and stderr.count('\n') == 1, stderr
+  assert stderr.startswith(f'error: the --config file could not be loaded: {expected}'), stderr
+
+
+@pytest.mark.parametrize('missing', ['--workdir', '--config'])
+def test_a_missing_flag_is_named_with_an_example(missing, tmp_path, capsys, monkeypatch):
+  given = {'--workdir': DIGITS, '--config': f'--workdir={tmp_path / "run"}'}[missing]
+  status, stderr = parse_flags_error([given], capsys, monkeypatch)
+  assert status == 2, stderr
+  assert stderr == f'error: {missing} is required, e.g. tool --config=PATH --workdir=DIR\n'

@@ -1,13 +1,17 @@
-"""`config_checks.validate`: every bad field stops the run up front with one clear line."""
+"""`checks.validate`: every bad field stops the run up front with one clear line."""
 
 import importlib
+import logging
 import pathlib
 
 import jax
 import pytest
 
 from configs import base
-from ran_jax.train import config_checks
+from configs import image_folder as folder_config
+from ran_jax.data import normalize
+from ran_jax.experiments import checks
+from ran_jax.workdir import run_record
 
 SHIPPED = sorted(p.stem for p in pathlib.Path(__file__).parent.parent.glob('configs/*.py')
                  if p.stem not in ('__init__', 'base'))
@@ -20,7 +24,7 @@ BAD = [
     ('dtype', 'float16', 'would need loss scaling, which this trainer does not do'),
     ('schedule', 'linear', 'piecewise, cosine'),
     ('data_dir', '', 'TFDS data directory'),
-    *[(field, 0, '>= 1') for field in config_checks.POSITIVE_INTS],
+    *[(field, 0, '>= 1') for field in checks.POSITIVE_INTS],
     ('batch_size', -256, '>= 1'),
     ('keep_checkpoints', 0, 'keep at least 1 checkpoint (--config.keep_checkpoints=3)'),
     ('seed', -1, '[0, 2**31)'),
@@ -95,7 +99,7 @@ def test_bad_value_stops_with_one_line(field, value, allowed, tmp_path):
   else:
     set_field(config, field, value)
   with pytest.raises(ValueError) as error:
-    config_checks.validate(config, workdir)
+    checks.validate(config, workdir)
   message = str(error.value)
   assert '\n' not in message
   assert f'{field}={value!r}' in message and allowed in message
@@ -109,14 +113,14 @@ def test_small_datasets_keep_their_image_size(field, tmp_path):
   config[field] = 64
   with pytest.raises(ValueError, match=rf'^{field}=64 is not allowed: cifar10 images are used '
                                        rf'at their own size; set --config\.{field}=32$'):
-    config_checks.validate(config, str(tmp_path))
+    checks.validate(config, str(tmp_path))
 
 
 def test_batch_split_over_processes(monkeypatch, tmp_path):
   monkeypatch.setattr(jax, 'process_count', lambda: 3)
   with pytest.raises(ValueError, match=r'^batch_size=256 .*number of processes \(3\), e\.g\. '
                                        r'--config\.batch_size=255$'):
-    config_checks.validate(base.get_config(), str(tmp_path))
+    checks.validate(base.get_config(), str(tmp_path))
 
 
 FOLDER_BAD = [
@@ -124,7 +128,7 @@ FOLDER_BAD = [
     ('val_fraction', 0.0, '(0, 1)'),
     ('val_fraction', 1.0, '(0, 1)'),
     ('split_seed', -1, '[0, 2**31)'),
-    ('image_layout', 'cifar', 'auto, small, imagenet'),
+    ('recipe', 'cifar', 'auto, small, imagenet'),
 ]
 
 
@@ -132,10 +136,10 @@ FOLDER_BAD = [
 def test_bad_folder_field_stops_with_one_line(field, value, allowed, tmp_path):
   config = importlib.import_module('configs.image_folder').get_config()
   config.folder = str(tmp_path)
-  config_checks.validate(config, str(tmp_path))  # the image sizes and network: from the data
+  checks.validate(config, str(tmp_path))  # the image sizes and network: from the data
   set_field(config, field, value)
   with pytest.raises(ValueError) as error:
-    config_checks.validate(config, str(tmp_path))
+    checks.validate(config, str(tmp_path))
   assert f'{field}={value!r}' in str(error.value) and allowed in str(error.value)
 
 
@@ -145,12 +149,37 @@ def test_shipped_configs_pass(name, monkeypatch, tmp_path):
   config = importlib.import_module(f'configs.{name}').get_config()
   if config.dataset == 'image_folder':
     config.folder = str(tmp_path)
-  config_checks.validate(config, str(tmp_path))
-  config_checks.validate(config, str(tmp_path / 'new' / 'run'))
+  checks.validate(config, str(tmp_path))
+  checks.validate(config, str(tmp_path / 'new' / 'run'))
 
 
 def test_quick_run_overrides_pass(tmp_path):
   config = base.get_config()
   config.num_train_steps, config.num_epochs = 6, 0.0
   config.model.p, config.model.r = 0, 0
-  config_checks.validate(config, str(tmp_path))
+  checks.validate(config, str(tmp_path))
+
+
+def test_a_former_field_name_still_works(caplog):
+  """`image_layout`, the former name of `recipe`: moved to `recipe` with a one-line warning; a
+  run that recorded the former name reads back with the current one."""
+  config = folder_config.get_config()
+  config.image_layout = 'small'
+  with caplog.at_level(logging.WARNING):
+    current = checks.with_current_names(config)
+  assert (current.recipe, current.image_layout, config.recipe) == ('small', None, 'auto')
+  assert caplog.messages == ['image_layout is the former name of recipe: read as '
+                             '--config.recipe=small']
+  assert checks.with_current_names(current) is current
+
+
+def test_a_record_of_the_former_field_name_resumes(tmp_path):
+  recorded = folder_config.get_config()
+  with recorded.unlocked():
+    del recorded['recipe']
+    recorded.image_layout = 'small'
+  run_record.write(str(tmp_path), run_record.of_run(
+      recorded, ('a', 'b'), 1, normalize.imagenet_normalizer()))
+  config = folder_config.get_config()
+  config.recipe = 'small'
+  assert run_record.changed_fields(run_record.read(str(tmp_path)).config, config) == {}

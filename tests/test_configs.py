@@ -10,18 +10,21 @@ from absl import flags
 from conftest import traced_init
 from ml_collections import config_flags
 
-from ran_jax import configs as config_table
+from ran_jax import configs as configs_command
+from ran_jax.experiments import catalogue
 from ran_jax.data.builders import make_builder
 from ran_jax.data.datasets import DATASETS, FOLDER
 from ran_jax.models import count_params
-from ran_jax.train import config_checks
-from ran_jax.train.experiment import build_model, with_data_defaults
+from ran_jax.experiments import checks
+from ran_jax.data import sources
+from ran_jax.experiments.network import build_model
+from ran_jax.train.build import with_data_defaults
 
-EXPERIMENTS = list(config_table.experiments())
+EXPERIMENTS = list(catalogue.experiments())
 COUNT = re.compile(r'\d{1,3}(?:,\d{3})+')
 
 
-def _id(experiment: config_table.Experiment) -> str:
+def _id(experiment: catalogue.Experiment) -> str:
   return experiment.flag.removeprefix('--config=configs/')
 
 
@@ -47,7 +50,7 @@ def _params(config) -> int:
   return count_params(params) - classifier + classifier * classes
 
 
-def _module(experiment: config_table.Experiment):
+def _module(experiment: catalogue.Experiment):
   stem = experiment.file.removeprefix('configs/').removesuffix('.py')
   return importlib.import_module(f'configs.{stem}')
 
@@ -61,12 +64,13 @@ def _table_row(docstring: str, variant: str) -> str | None:
 def test_every_config_passes_the_checks_and_builds_its_model(experiment, monkeypatch, tmp_path):
   monkeypatch.setattr(jax, 'device_count', lambda: 1)
   config = experiment.config
-  if config.dataset == FOLDER:  # its network and sizes follow the images: the small layout
+  if sources.source_of(config).sizes_from_data:  # its network and sizes follow the images
     with config.unlocked():
       config.folder = str(tmp_path)
-    config_checks.validate(config, str(tmp_path))
-    config = with_data_defaults(config, recipe='small', image_size=32, eval_image_size=32)
-  config_checks.validate(config, str(tmp_path))
+    checks.validate(config, str(tmp_path))
+    config = with_data_defaults(config, {'image_size': 32, 'eval_image_size': 32,
+                                         'model.name': 'attention56_cifar'})
+  checks.validate(config, str(tmp_path))
   count = _params(config)
   assert count > 0
   docstring = _module(experiment).__doc__
@@ -120,7 +124,7 @@ def test_variant_argument_reaches_get_config():
 
 def test_param_count_of_the_table_is_the_models():
   config = importlib.import_module('configs.digits_attention56').get_config()
-  assert config_table.param_count(config) == _params(config)
+  assert catalogue.param_count(config) == _params(config)
 
 
 def test_unknown_variant_names_the_valid_ones():
@@ -130,7 +134,7 @@ def test_unknown_variant_names_the_valid_ones():
 
 
 def test_list_prints_one_row_per_experiment(capsys):
-  assert config_table.main(['--list']) == 0
+  assert configs_command.main(['--list']) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].split()[:4] == ['config', 'variant', 'model', 'dataset']
   assert len(lines) == 1 + len(EXPERIMENTS)

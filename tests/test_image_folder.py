@@ -6,6 +6,7 @@ sizes and modes and a file that is not an image. The fine-tuned runs start from 
 tiny digits run (10 classes) with 3 classes of their own.
 """
 
+import collections
 import json
 import os
 import shutil
@@ -29,9 +30,10 @@ from examples.digits_folder import write_digits
 from ran_jax import predict, visualize
 from ran_jax.data import image_folder
 from ran_jax.data import pipeline as pipeline_lib
-from ran_jax.data.folder_listing import (FolderError, FolderOptions, list_folder, split,
-                                         split_for_validation)
-from ran_jax.train import init_from, loop, optim, run_record
+from ran_jax.data.folder_listing import (FolderError, FolderOptions, fingerprint, list_folder,
+                                         split, split_for_validation)
+from ran_jax.train import build, init_from, loop, optim
+from ran_jax.workdir import run_record
 
 CLASSES = ('one', 'two', 'zero')  # the class folders' names, sorted
 PER_CLASS = 12
@@ -70,7 +72,7 @@ def source(tmp_path_factory):
 @pytest.fixture(scope='module')
 def finetuned(folder, source, tmp_path_factory):
   """A run on the folder, fine-tuned from the digits run with a frozen backbone, straight to
-  step 4 (with its log)."""
+  step 4 (with its log, and how often it built its network and optimizer)."""
   data_dir = str(tmp_path_factory.mktemp('folder_tfds'))
   workdir = str(tmp_path_factory.mktemp('finetuned'))
 
@@ -78,9 +80,21 @@ def finetuned(folder, source, tmp_path_factory):
     return folder_run_config(folder, data_dir, init_from=str(source.workdir), freeze='backbone',
                              **fields)
 
-  with _captured_log() as lines:
+  built = collections.Counter()
+
+  def counted(module, name):
+    real = getattr(module, name)
+    def call(*args, **kwargs):
+      built[name] += 1
+      return real(*args, **kwargs)
+    return call
+
+  with _captured_log() as lines, pytest.MonkeyPatch.context() as patch:
+    for module, name in ((build, 'build_model'), (build, 'abstract_variables'),
+                         (optim, 'make_optimizer')):
+      patch.setattr(module, name, counted(module, name))
     results = loop.train_and_evaluate(config(), workdir)
-  return workdir, results, config, lines
+  return workdir, results, config, lines, built
 
 
 class _captured_log:
@@ -174,7 +188,7 @@ def test_split_folder_is_used_as_split_and_a_changed_folder_prepared_again(tmp_p
   splits = first.builder.info.splits
   assert (splits['train'].num_examples, splits['validation'].num_examples) == (6, 4)
   assert first.builder.info.features['label'].names == ['four', 'three']
-  assert first.layout == 'small' and first.default_image_size == 8
+  assert first.recipe == 'small' and first.default_image_size == 8
   assert any(line.startswith('Preparing 6 training and 4 validation images') for line in lines)
   lines.clear()
   again = image_folder.load(FolderOptions(str(root)), data_dir, report=lines.append)
@@ -189,8 +203,53 @@ def test_split_folder_is_used_as_split_and_a_changed_folder_prepared_again(tmp_p
              'rewritten' in line for line in lines), lines
 
 
+@pytest.mark.parametrize('target', ['..', '.', '../..'])
+def test_a_link_loop_is_skipped_and_named_in_a_warning(target, tmp_path, caplog):
+  root = tmp_path / 'images'
+  write_digits(str(root), 3, (0, 1))
+  plain = list_folder(str(root))
+  (root / 'one' / 'loop').symlink_to(target, target_is_directory=True)  # the folder, itself, above
+  listing = list_folder(str(root))
+  assert (listing.classes, listing.train, listing.entries) == (
+      plain.classes, plain.train, plain.entries)
+  options = FolderOptions(str(root))
+  assert fingerprint(listing, options) == fingerprint(plain, options)  # the same prepared name
+  with caplog.at_level(logging.INFO):
+    prepared = image_folder.load(options, str(tmp_path / 'tfds'))
+  splits = prepared.builder.info.splits
+  assert splits['train'].num_examples + splits['validation'].num_examples == 6
+  warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING
+            and 'one/loop' in record.getMessage()]
+  assert len(warned) == 1 and warned[0].startswith('Skipping 1 folder link'), caplog.text
+  assert len(warned[0]) < 300 and 'one/loop/' not in warned[0]
+
+
+def test_links_to_files_and_to_folders_elsewhere_are_followed(tmp_path):
+  root, elsewhere = tmp_path / 'images', tmp_path / 'elsewhere'
+  write_digits(str(root), 3, (0, 1))
+  write_digits(str(elsewhere), 2, (2,))  # elsewhere/two/*.png
+  two = sorted(os.listdir(elsewhere / 'two'))
+  own = {name: sorted(os.listdir(root / name)) for name in ('one', 'zero')}
+  (root / 'one' / 'more').symlink_to(elsewhere / 'two', target_is_directory=True)
+  (root / 'zero' / 'also').symlink_to('../../elsewhere', target_is_directory=True)  # holds two/
+  (root / 'zero' / 'single.png').symlink_to(elsewhere / 'two' / two[0])
+  (root / 'three').symlink_to(elsewhere / 'two', target_is_directory=True)  # a class folder
+  listing = list_folder(str(root))
+  assert listing.classes == ('one', 'three', 'zero')
+  assert listing.train['one'] == sorted([f'one/{name}' for name in own['one']] +
+                                        [f'one/more/{name}' for name in two])
+  assert listing.train['three'] == [f'three/{name}' for name in two]
+  assert listing.train['zero'] == sorted([f'zero/{name}' for name in own['zero']] +
+                                         [f'zero/also/two/{name}' for name in two] +
+                                         ['zero/single.png'])
+  assert len(listing.entries) == 3 + 2 + 2 + 3 + 2 + 1
+
+
 def test_fine_tuned_run_loads_matching_variables_and_logs_them(finetuned, source):
-  workdir, results, _, lines = finetuned
+  workdir, results, _, lines, built = finetuned
+  # Matching the other run's variables and building the optimizer of the loaded ones traced
+  # the network once and built one optimizer.
+  assert built == {'build_model': 1, 'abstract_variables': 1, 'make_optimizer': 1}
   record = init_from.read_record(workdir)
   step, variables, _ = init_from.read_source(str(source.workdir))
   head = ('params/classifier/bias', 'params/classifier/kernel')
@@ -211,7 +270,7 @@ def test_fine_tuned_run_loads_matching_variables_and_logs_them(finetuned, source
 
 def test_fine_tuned_run_resumes_bit_identically_training_its_classifier_only(
     finetuned, source, tmp_path):
-  workdir, straight, config, _ = finetuned
+  workdir, straight, config, _, _ = finetuned
   loop.train_and_evaluate(config(num_train_steps=2), str(tmp_path))
   _, halfway, _ = init_from.read_source(str(tmp_path))
   assert loop.train_and_evaluate(config(), str(tmp_path)) == straight
@@ -226,7 +285,7 @@ def test_fine_tuned_run_resumes_bit_identically_training_its_classifier_only(
 
 
 def test_resuming_with_other_class_folders_is_refused(finetuned, folder, tmp_path):
-  workdir, _, config, _ = finetuned
+  workdir, _, config, _, _ = finetuned
   copy = shutil.copytree(workdir, tmp_path / 'run')
   more = shutil.copytree(folder, tmp_path / 'more')
   write_digits(str(more), 3, (3,))  # a fourth class, 'three'
@@ -260,7 +319,7 @@ def test_param_groups_freeze_the_backbone_and_scale_loaded_parameters():
 
 def test_predict_prints_the_folders_class_names_from_the_workdir_alone(finetuned, folder, capsys,
                                                                        tmp_path):
-  workdir, _, _, _ = finetuned
+  workdir, _, _, _, _ = finetuned
   image = str(folder / 'zero' / min(name for name in os.listdir(folder / 'zero')
                                      if name.endswith('.png') and not name.startswith('.')))
   status, out, err = run_tool(predict, [f'--workdir={workdir}', image], capsys)
@@ -274,13 +333,13 @@ def test_predict_prints_the_folders_class_names_from_the_workdir_alone(finetuned
   assert status == 0 and out_file.exists() and out.startswith(f'Wrote {out_file}: 2 rows'), err
 
 
-def test_init_from_needs_a_checkpoint_of_the_same_image_layout(folder, source, tmp_path):
+def test_init_from_needs_a_checkpoint_of_the_same_stem(folder, source, tmp_path):
   colour = shutil.copytree(folder, tmp_path / 'colour')
   Image.fromarray(np.full((8, 8, 3), [200, 10, 10], np.uint8), 'RGB').save(
       colour / 'one' / 'red.jpg')
   data_dir = str(tmp_path / 'tfds')
   config = folder_run_config(colour, data_dir, init_from=str(source.workdir))
-  with pytest.raises(init_from.InitFromError, match='is a network of another image layout '
+  with pytest.raises(init_from.InitFromError, match='is a network of another stem '
                      r'\(its stem kernel is \(3, 3, 1, 8\), this one \(3, 3, 3, 8\)'):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert run_record.read(str(tmp_path / 'run')).channels == 3  # colour: RGB
@@ -310,7 +369,7 @@ def test_large_images_take_the_imagenet_layout_with_measured_statistics(tmp_path
   evaluation = next(iter(tfds.as_numpy(pipeline.eval_dataset()[0])))
   assert train['image'].shape == (4, 224, 224, 3) and train['image'].dtype == np.uint8
   assert evaluation['image'].shape == (2, 40, 40, 3)
-  normalizer = pipeline.device_input_fn()
+  normalizer = pipeline.normalizer()
   # Of the 4 training images, 2 red (200, 60, 60) and 2 blue (60, 60, 200), noise 20.
   np.testing.assert_allclose(normalizer.mean, [130, 60, 130], atol=5)
   np.testing.assert_allclose(normalizer.std, [70, 15, 70], atol=10)

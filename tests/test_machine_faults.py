@@ -23,7 +23,7 @@ from training_jobs import (BOUND, QUICK_FIELDS, ROOT, assert_one_closing_line, d
 
 from configs import digits_attention56
 from ran_jax.train import loop
-from ran_jax.train.errors import EXIT_PREEMPTED
+from ran_jax.process.errors import EXIT_PREEMPTED
 
 
 def run_main(args: list[str], *, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

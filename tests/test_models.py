@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import quick_jit, random_variables, tiny_model, traced_init
 
-from ran_jax import configs as config_table
+from ran_jax.experiments import catalogue
 from ran_jax.models import (AttentionModule, PreActBottleneck, SoftMaskBranch, TrunkBranch,
                             create_model, list_models)
 from ran_jax.models.units import make_conv, make_norm
@@ -24,7 +24,7 @@ def output_shape(model, height, width, batch=2):
 
 
 # test_configs.py builds every config's model at full size; these are the others.
-CONFIG_MODELS = {experiment.config.model.name for experiment in config_table.experiments()}
+CONFIG_MODELS = {experiment.config.model.name for experiment in catalogue.experiments()}
 
 
 @pytest.mark.parametrize('name', sorted(set(list_models()) - CONFIG_MODELS))

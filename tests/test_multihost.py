@@ -10,7 +10,7 @@ import signal
 import pytest
 from training_jobs import Job, digits_flags, free_port, job_env
 
-from ran_jax.train.errors import EXIT_PREEMPTED
+from ran_jax.process.errors import EXIT_PREEMPTED
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The trainer on synthetic data runs where TensorFlow, tfds and clu are not installed (a bare
 GPU host measuring the trainer, benchmarks/gpu_check.sh): one real run in a Python that
-cannot see them."""
+cannot see them. The soft masks of `ran_jax.masks.forward`, offered to any JAX project, import
+there too."""
 
 import json
 import os
@@ -33,6 +34,9 @@ def test_synthetic_training_imports_no_tensorflow_tfds_or_clu(tmp_path):
   probe = subprocess.run([sys.executable, '-S', '-c', 'import tensorflow'], env=env,
                          capture_output=True, text=True, check=False)
   assert 'No module named' in probe.stderr  # the Python of this test cannot see them
+  masks = subprocess.run([sys.executable, '-S', '-c', 'import ran_jax.masks.forward'], env=env,
+                         cwd=REPO, capture_output=True, text=True, check=False)
+  assert masks.returncode == 0, masks.stderr[-2000:]
   workdir = tmp_path / 'run'
   done = subprocess.run(
       [sys.executable, '-S', '-m', 'ran_jax.main', '--config=configs/fake_data_benchmark.py',

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base, cifar, digits_attention56, imagenet_attention56
-from ran_jax.train import experiment, optim
+from ran_jax.train import build, optim
 
 IMAGENET_EPOCH = base.IMAGENET_TRAIN_EXAMPLES / 256  # steps per epoch at batch 256
 
@@ -18,7 +18,7 @@ def rates(config, steps, total=530_000, steps_per_epoch=IMAGENET_EPOCH):
 
 def test_imagenet_config_is_the_papers_iterations_at_batch_256():
   config = imagenet_attention56.get_config()
-  assert experiment.num_train_steps(config, IMAGENET_EPOCH) == 530_000
+  assert build.num_train_steps(config, IMAGENET_EPOCH) == 530_000
   assert optim.decay_steps(config, IMAGENET_EPOCH) == [200_000, 400_000, 500_000]
   np.testing.assert_allclose(
       rates(config, [0, 199_999, 200_000, 399_999, 400_000, 500_000, 529_999]),
@@ -27,7 +27,7 @@ def test_imagenet_config_is_the_papers_iterations_at_batch_256():
 
 def test_cifar_config_is_the_papers_iterations_at_batch_64():
   config = cifar.get_config('attention92,cifar10')
-  assert experiment.num_train_steps(config, 50_000 / 64) == 160_000
+  assert build.num_train_steps(config, 50_000 / 64) == 160_000
   np.testing.assert_allclose(
       rates(config, [0, 63_999, 64_000, 96_000], 160_000, 50_000 / 64),
       [0.1, 0.1, 0.01, 0.001], rtol=1e-5)
@@ -36,7 +36,7 @@ def test_cifar_config_is_the_papers_iterations_at_batch_64():
 def test_digits_config_steps_and_warmup():
   config = digits_attention56.get_config()
   steps_per_epoch = 1_437 / 64
-  assert experiment.num_train_steps(config, steps_per_epoch) == 264
+  assert build.num_train_steps(config, steps_per_epoch) == 264
   assert optim.warmup_steps(config, steps_per_epoch) == 50
   np.testing.assert_allclose(rates(config, [0, 25, 50, 264], 264, steps_per_epoch),
                              [0.0, 0.05, 0.1, 0.0], atol=1e-6)
@@ -45,7 +45,7 @@ def test_digits_config_steps_and_warmup():
 def test_num_train_steps_override():
   config = imagenet_attention56.get_config()
   config.num_train_steps = 7
-  assert experiment.num_train_steps(config, IMAGENET_EPOCH) == 7
+  assert build.num_train_steps(config, IMAGENET_EPOCH) == 7
 
 
 @pytest.mark.parametrize('schedule,warmup_epochs', [('piecewise', 0.0), ('piecewise', 5.0),
@@ -57,7 +57,7 @@ def test_batch_size_keeps_the_schedule_per_example(schedule, warmup_epochs):
     config = imagenet_attention56.get_config()
     config.batch_size, config.schedule, config.warmup_epochs = batch, schedule, warmup_epochs
     steps_per_epoch = base.IMAGENET_TRAIN_EXAMPLES / batch
-    total = experiment.num_train_steps(config, steps_per_epoch)
+    total = build.num_train_steps(config, steps_per_epoch)
     runs[batch] = (total * batch, optim.learning_rate_schedule(config, steps_per_epoch, total))
     if schedule == 'piecewise':
       assert [s * batch for s in optim.decay_steps(config, steps_per_epoch)] == [

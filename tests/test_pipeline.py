@@ -3,13 +3,13 @@
 import os
 
 import fake_datasets
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_datasets.core import file_adapters
 
-from ran_jax.data import builders
-from ran_jax.data.batch_shapes import batch_shapes
+from ran_jax.data import builders, sources
 from ran_jax.data.datasets import get_spec
 from ran_jax.data.pipeline import DatasetUnavailableError, InputConfig, InputPipeline, as_numpy
 
@@ -78,7 +78,7 @@ def test_cifar(name, classes, request):
   crops = np.concatenate([b['crop'] for b in batches])
   assert crops.shape == (24, 3) and crops.min() >= 0 and crops[:, :2].max() <= 8
   assert set(crops[:, 2]) == {0, 1} and len(set(map(tuple, crops[:, :2]))) > 5
-  normalized = pipeline.device_input_fn()(batches[0])
+  normalized = pipeline.normalizer()(batches[0])
   assert normalized.dtype == np.float32 and float(np.abs(normalized).max()) <= 1.0
 
 
@@ -252,7 +252,9 @@ def test_batch_shapes_are_the_pipelines_batches(dataset, digits, imagenet_dir):
   for train, spec in ((True, pipeline.train_dataset().element_spec),
                       (False, pipeline.eval_dataset()[0].element_spec)):
     batch = pipeline.config.global_batch_size if train else pipeline.config.eval_batch_size
-    shapes = batch_shapes(dataset, batch, size if train else eval_size, train=train)
+    source = sources.source_of(ml_collections.ConfigDict(
+        {'dataset': dataset, 'image_size': size, 'eval_image_size': eval_size}))
+    shapes = source.batch_shapes(batch, size if train else eval_size, train=train)
     assert sorted(shapes) == sorted(spec)
     for name, tensor in spec.items():
       assert shapes[name].dtype == tensor.dtype.as_numpy_dtype, name

@@ -9,16 +9,16 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 from ml_collections import config_dict
 from training_jobs import TINY_NETWORK
 
 from configs import digits_attention56
 from ran_jax import plan as plan_lib
-from ran_jax.data import synthetic
-from ran_jax.data.batch_shapes import batch_shapes
-from ran_jax.train import accelerators, memory_plan
-from ran_jax.train.memory_plan import CompiledStep, StepMemory, search_largest_batch
+from ran_jax.data import sources, synthetic
+from ran_jax.planning import accelerators, memory_plan
+from ran_jax.planning.memory_plan import CompiledStep, StepMemory, search_largest_batch
 
 GIB = 2**30
 
@@ -237,7 +237,9 @@ def test_synthetic_batches_are_the_batch_shapes():
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   for train, batch in ((True, next(data.train_batches(0, sharding))),
                        (False, next(data.eval_batches(sharding)))):
-    shapes = batch_shapes(synthetic.NAME, 8, 16, train=train)
+    source = sources.source_of(ml_collections.ConfigDict(
+        {'dataset': synthetic.NAME, 'image_size': 16, 'eval_image_size': 16}))
+    shapes = source.batch_shapes(8, 16, train=train)
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
         k: (s.shape, s.dtype) for k, s in shapes.items()}
 

@@ -19,9 +19,9 @@ from training_jobs import ROOT, job_env
 
 from ran_jax import predict
 from ran_jax.data import builders, images, preprocess
-from ran_jax.data.pipeline import InputPipeline
+from ran_jax.data import sources
 from ran_jax import inference_model
-from ran_jax.train import experiment
+from ran_jax.train import build
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +32,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def eval_digit(run):
   """The first digit of the eval split, its 8x8 uint8 pixels, and the pipeline."""
-  pipeline = InputPipeline(experiment.input_config(run.config))
+  pipeline = sources.source_of(run.config).open()
   dataset, _ = pipeline.eval_dataset()
   batch = next(iter(dataset.as_numpy_iterator()))
   return batch['image'][0], pipeline
@@ -60,7 +60,7 @@ def test_top5_are_the_sorted_softmax_of_the_network(run, loaded, eval_digit, tmp
   assert status == 0, err
   (result,) = json.loads(out)
   batch = {'image': pixels[None], 'crop': np.zeros((1, 3), np.int32)}  # as eval batches
-  logits = loaded.model.apply(loaded.variables, pipeline.device_input_fn()(batch), train=False)
+  logits = loaded.model.apply(loaded.variables, pipeline.normalizer()(batch), train=False)
   probabilities = np.asarray(jax.nn.softmax(logits[0]))
   order = np.argsort(-probabilities)[:5]
   assert result['image'] == str(image)
@@ -116,7 +116,7 @@ def test_workdir_alone_predicts_without_its_dataset(run, eval_digit, tmp_path, c
   recorded['config']['data_dir'] = str(tmp_path / 'no_data')
   (workdir / 'run.json').write_text(json.dumps(recorded))
   monkeypatch.setattr(builders, 'make_builder', lambda *a: pytest.fail('a dataset was opened'))
-  monkeypatch.setattr(experiment, 'build_training',  # only params and batch_stats are read
+  monkeypatch.setattr(build, 'build_training',  # only params and batch_stats are read
                       lambda *a, **k: pytest.fail('an optimizer and schedule were built'))
   image = write_png(tmp_path / 'digit.png', eval_digit[0][..., 0])
   status, out, err = run_tool(predict, [f'--workdir={workdir}', str(image)], capsys)

@@ -15,7 +15,7 @@ from training_jobs import ROOT, job_env
 
 from ran_jax.cli import QuietRoutineLogs
 from ran_jax.data import quiet_tf
-from ran_jax.train import platforms
+from ran_jax.process import platforms
 
 # As TensorFlow 2.21 prints them on import on an x86 CPU with AVX-512.
 START_UP = """\

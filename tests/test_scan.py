@@ -15,7 +15,9 @@ from trained_digits import run_tool, trained, write_png
 from ran_jax import export, predict
 from ran_jax.masks import forward as forward_lib
 from ran_jax.models import count_params, layout, load
-from ran_jax.train import checkpoint, experiment, loop, restore, run_record
+from ran_jax.data import sources
+from ran_jax.train import build, loop
+from ran_jax.workdir import checkpoints, run_record
 from ran_jax.train import mesh as mesh_lib
 
 # Two modules in a stage, t=3 and a lowest mask level of 2r=4 units: runs of modules and of
@@ -118,9 +120,15 @@ def deep_config(run, scan: bool):
 
 
 def write_run(config, state, workdir) -> None:
-  manager = checkpoint.make_manager(str(workdir), keep=1)
-  checkpoint.save(manager, 1, state, loop._input_state(config, 1))
-  checkpoint.close_manager(manager)
+  manager = checkpoints.make_manager(str(workdir), keep=1)
+  checkpoints.save(manager, 1, state, loop._input_state(config, 1))
+  checkpoints.close_manager(manager)
+
+
+def training_of(config, mesh) -> build.Training:
+  """What `config` trains on digits (10 classes, grey), as a run builds it."""
+  return build.build_training(config, mesh, build.build_network(config, 10, 1),
+                              steps_per_epoch=10)
 
 
 @pytest.fixture(scope='module')
@@ -132,8 +140,7 @@ def saved_runs(run, tmp_path_factory):
   states, workdirs = {}, {}
   for scan in (True, False):
     config = deep_config(run, scan)
-    training = experiment.build_training(config, mesh, num_classes=10, channels=1,
-                                         steps_per_epoch=10)
+    training = training_of(config, mesh)
     states[scan] = (random_variables(training.target) if scan else
                     layout.convert(states[True], training.target))
     workdirs[scan] = tmp_path_factory.mktemp(f'scan_{scan}')
@@ -147,16 +154,17 @@ def test_resume_in_the_other_layout_converts_the_whole_state(run, saved_runs, sc
   statistics and the optimizer's momentum, converted exactly."""
   states, workdirs = saved_runs
   mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
-  manager = checkpoint.make_manager(str(workdirs[not scan]), keep=1)
+  manager = checkpoints.make_manager(str(workdirs[not scan]), keep=1)
   try:
-    restored = restore.restore_train_state(deep_config(run, scan), manager, mesh,
-                                           num_classes=10, channels=1, steps_per_epoch=10)
+    training = training_of(deep_config(run, scan), mesh)
+    state, _ = checkpoints.restore_latest(manager, training.target,
+                                          other_layout=training.other_layout_target)
   finally:
-    checkpoint.close_manager(manager)
-  assert layout.layout_of(restored.state.params) == (layout.SCANNED if scan else layout.UNROLLED)
+    checkpoints.close_manager(manager)
+  assert layout.layout_of(state.params) == (layout.SCANNED if scan else layout.UNROLLED)
   def variables(state):
     return jax.device_get((state.step, state.params, state.batch_stats, state.opt_state))
-  got, expected = variables(restored.state), variables(states[scan])
+  got, expected = variables(state), variables(states[scan])
   assert jax.tree.structure(got) == jax.tree.structure(expected)
   jax.tree.map(np.testing.assert_array_equal, got, expected)
 
@@ -183,7 +191,7 @@ def test_predict_reads_a_checkpoint_of_either_layout(run, saved_runs, tmp_path, 
   recorded = shutil.copytree(workdirs[True], tmp_path / 'recorded')
   run_record.write(str(recorded), run_record.of_run(
       deep_config(run, False), tuple(str(i) for i in range(10)), 1,
-      experiment.make_input(run.config).device_input_fn()))
+      sources.source_of(run.config).open().normalizer()))
   status, out, err = run_tool(predict, [f'--workdir={recorded}', '--json', str(image)], capsys)
   assert status == 0, err
   (result,) = json.loads(out)
@@ -205,14 +213,14 @@ def test_an_export_of_a_scanned_run_loads_in_the_default_layout(run, saved_runs,
 
 def test_reader_without_conversion_names_the_setting(saved_runs):
   states, workdirs = saved_runs
-  manager = checkpoint.make_manager(str(workdirs[True]), keep=1)
+  manager = checkpoints.make_manager(str(workdirs[True]), keep=1)
   target = jax.eval_shape(lambda: states[False])
   try:
-    with pytest.raises(checkpoint.CheckpointError,
+    with pytest.raises(checkpoints.CheckpointError,
                        match='holds scanned variables .* set --config.model.scan=True'):
-      checkpoint.restore_latest(manager, target)
+      checkpoints.restore_latest(manager, target)
   finally:
-    checkpoint.close_manager(manager)
+    checkpoints.close_manager(manager)
 
 
 def test_scan_must_be_a_bool():

@@ -8,8 +8,8 @@ import signal
 import pytest
 from training_jobs import Job, assert_log_lines_only, digits_flags
 
-from ran_jax.train.errors import EXIT_PREEMPTED
-from ran_jax.train.stop_signals import StopRequested, StopSignals
+from ran_jax.process.errors import EXIT_PREEMPTED
+from ran_jax.process.stop_signals import StopRequested, StopSignals
 
 
 def saved_steps(workdir) -> list[int]:

@@ -19,11 +19,14 @@ from training_jobs import QUICK_FIELDS, TINY_NETWORK
 
 from configs import cifar, digits_attention56
 from ran_jax.data import device_batches
-from ran_jax.data.pipeline import InputPipeline
-from ran_jax.train import checkpoint, config_checks, experiment, loop, optim, steps
+from ran_jax.data import sources
+from ran_jax.experiments import checks
+from ran_jax.experiments.network import build_model
+from ran_jax.train import build, loop, optim, steps
+from ran_jax.workdir import checkpoints
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.checkpoint import CheckpointError
-from ran_jax.train.errors import Preempted
+from ran_jax.workdir.checkpoints import CheckpointError
+from ran_jax.process.errors import Preempted
 from ran_jax.train.state import shardings_of, train_state_factory
 
 
@@ -171,12 +174,12 @@ def test_checkpoint_restores_onto_another_device_count(straight_run, digits_conf
   """Written on 8 devices, read back onto 1 device with the shardings asked for."""
   workdir, _ = straight_run
   config = digits_config()
-  model = experiment.build_model(config, num_classes=10)
+  model = build_model(config, num_classes=10)
   tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1437 / 32, 6))
   one_device = mesh_lib.make_mesh(jax.devices()[:1])
   _, target = train_state_factory(model, tx, one_device, (8, 8, 1), seed=0)
-  manager = checkpoint.make_manager(workdir, keep=1)
-  state, input_state = checkpoint.restore_latest(manager, target)
+  manager = checkpoints.make_manager(workdir, keep=1)
+  state, input_state = checkpoints.restore_latest(manager, target)
   manager.close()
   assert int(state.step) == 6 and input_state['step'] == 6
   for leaf in jax.tree.leaves(state.params):
@@ -206,10 +209,10 @@ def test_cifar100_variant_is_cifar10s(small_real_datasets):
   assert cifar100.dataset == 'cifar100'
   cifar100.dataset = 'cifar10'
   assert cifar100.to_dict() == cifar10.to_dict()
-  config_checks.validate(cifar.get_config('attention92,cifar100'), 'unused')
-  pipeline = InputPipeline(experiment.input_config(shrink(
+  checks.validate(cifar.get_config('attention92,cifar100'), 'unused')
+  pipeline = sources.source_of(shrink(
       cifar.get_config('attention92,cifar100'), data_dir=small_real_datasets['cifar100'](),
-      batch_size=8, eval_batch_size=8)))
+      batch_size=8, eval_batch_size=8)).open()
   assert pipeline.num_classes == 100 and pipeline.num_train_examples > 0
 
 

@@ -10,7 +10,7 @@ from trained_digits import ATTENTION_IMAGES, error_line, run_tool, trained, writ
 from ran_jax import visualize
 from ran_jax.masks import forward as forward_lib
 from ran_jax.masks import grid as grid_lib
-from ran_jax.train.attention_images import IMAGE_KEY
+from ran_jax.reporting.attention_images import IMAGE_KEY
 
 MODULES = 1
 CELL_HEIGHT, CELL_WIDTH = grid_lib.cell_shape(8)

@@ -1,1 +1,1 @@
-"""Input data: dataset builders and input pipelines."""
+"""The input: data sources, dataset builders, input pipelines and normalisation."""

@@ -4,7 +4,7 @@ import dataclasses
 
 
 FOLDER = 'image_folder'  # the dataset of a folder of images (`ran_jax.data.image_folder`)
-IMAGE_LAYOUTS = ('auto', 'small', 'imagenet')  # of a folder: from the images, or forced
+RECIPES = ('auto', 'small', 'imagenet')  # of a folder: from its images, or forced
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -73,10 +73,6 @@ DATASETS = {
 
 def get_spec(name: str) -> DatasetSpec:
   """The spec of dataset `name`, or a ValueError listing the supported ones."""
-  if name == FOLDER:
-    raise ValueError(f'the {FOLDER} dataset is known only from its images, when a run prepares '
-                     'them; here, use a config of the same image layout (configs/cifar.py for '
-                     'small images, configs/imagenet_attention56.py for 224-pixel ones)')
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; supported: {", ".join(sorted(DATASETS))}.')
   return DATASETS[name]

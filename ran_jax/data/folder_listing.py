@@ -1,5 +1,8 @@
 """The files of an image folder, by class and split, and the name of what they are (no
-TensorFlow: any process computes the same split; see `ran_jax.data.image_folder`)."""
+TensorFlow: any process computes the same split; see `ran_jax.data.image_folder`).
+
+Links are followed, to files and to folders, except a link back to a folder above it (a loop):
+it is skipped and named in `Listing.loops`."""
 
 import dataclasses
 import hashlib
@@ -17,11 +20,12 @@ class FolderError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class FolderOptions:
-  """How a folder is split and laid out (the config's folder fields)."""
+  """How a folder is split and which input recipe its images take (the config's folder
+  fields; `recipe` 'auto': from the images)."""
   folder: str
   val_fraction: float = 0.1
   split_seed: int = 0
-  image_layout: str = 'auto'
+  recipe: str = 'auto'
   flip: bool = True
 
 
@@ -35,16 +39,56 @@ class Listing:
   eval: dict[str, list[str]] | None
   eval_folder: str | None
   entries: tuple[tuple[str, int, int], ...]  # (path, bytes, mtime_ns) of every file
+  loops: tuple[str, ...] = ()  # folders (paths relative to the folder) skipped as link loops
 
 
 def _visible(names: list[str]) -> list[str]:
   return sorted(name for name in names if not name.startswith('.'))
 
 
-def _files_under(root: str, relative: str) -> list[tuple[str, int, int]]:
-  found = []
-  for directory, subdirs, names in os.walk(os.path.join(root, relative), followlinks=True):
-    subdirs[:] = _visible(subdirs)
+def _key(path: str) -> tuple[int, int]:
+  info = os.stat(path)
+  return info.st_dev, info.st_ino
+
+
+def _above(path: str) -> frozenset[tuple[int, int]]:
+  """(device, inode) of the folder `path` and of every folder above it, as named and as
+  resolved."""
+  keys = set()
+  for folder in (os.path.abspath(path), os.path.realpath(path)):
+    while True:
+      keys.add(_key(folder))
+      parent = os.path.dirname(folder)
+      if parent == folder:
+        break
+      folder = parent
+  return frozenset(keys)
+
+
+def _is_loop(path: str, key: tuple[int, int], chain: frozenset[tuple[int, int]]) -> bool:
+  """Whether the folder `path` leads back to a folder above it: one on the path walked (`chain`)
+  or, for a link, one above where the link really is."""
+  return key in chain or (os.path.islink(path) and
+                          key in _above(os.path.realpath(os.path.dirname(path))))
+
+
+def _files_under(root: str, top: str, chain: frozenset[tuple[int, int]], loops: list[str]
+                 ) -> list[tuple[str, int, int]]:
+  """(path, bytes, mtime_ns) of the files at any depth below `top` (`chain`: the folders above
+  it, and itself), following links except loops, which are added to `loops`."""
+  found, chains = [], {top: chain}
+  for directory, subdirs, names in os.walk(top, followlinks=True):
+    chain = chains.pop(directory)
+    kept = []
+    for name in _visible(subdirs):
+      path = os.path.join(directory, name)
+      key = _key(path)
+      if _is_loop(path, key, chain):
+        loops.append(os.path.relpath(path, root))
+      else:
+        kept.append(name)
+        chains[path] = chain | {key}
+    subdirs[:] = kept
     for name in _visible(names):
       path = os.path.join(directory, name)
       info = os.stat(path)
@@ -52,13 +96,20 @@ def _files_under(root: str, relative: str) -> list[tuple[str, int, int]]:
   return sorted(found)
 
 
-def _class_files(root: str, split: str) -> tuple[dict[str, list[str]], list]:
+def _class_files(root: str, split: str, loops: list[str]) -> tuple[dict[str, list[str]], list]:
   top = os.path.join(root, split)
-  classes = [name for name in _visible(os.listdir(top)) if os.path.isdir(os.path.join(top, name))]
+  above = _above(top)
   files, entries = {}, []
-  for name in classes:
-    found = _files_under(root, os.path.join(split, name))
-    files[name] = [path for path, _, _ in found]
+  for name in _visible(os.listdir(top)):
+    path = os.path.join(top, name)
+    if not os.path.isdir(path):
+      continue
+    key = _key(path)
+    if _is_loop(path, key, above):
+      loops.append(os.path.relpath(path, root))
+      continue
+    found = _files_under(root, path, above | {key}, loops)
+    files[name] = [relative for relative, _, _ in found]
     entries += found
   return files, entries
 
@@ -72,10 +123,11 @@ def list_folder(folder: str) -> Listing:
                       'images per class (DIR/<class>/*.jpg)')
   subdirs = [name for name in _visible(os.listdir(root)) if os.path.isdir(os.path.join(root, name))]
   split_names = [name for name in EVAL_FOLDERS if name in subdirs]
+  loops = []
   if 'train' in subdirs and split_names:
-    train, train_entries = _class_files(root, 'train')
+    train, train_entries = _class_files(root, 'train', loops)
     eval_folder = split_names[0]
-    evaluation, eval_entries = _class_files(root, eval_folder)
+    evaluation, eval_entries = _class_files(root, eval_folder, loops)
     if set(train) != set(evaluation):
       only_train = sorted(set(train) - set(evaluation)) or 'none'
       only_eval = sorted(set(evaluation) - set(train)) or 'none'
@@ -83,10 +135,10 @@ def list_folder(folder: str) -> Listing:
           f'{root}/train and {root}/{eval_folder} have different class folders (only in train: '
           f'{only_train}; only in {eval_folder}: {only_eval}); give both the same classes')
     listing = Listing(root, tuple(sorted(train)), train, evaluation, eval_folder,
-                      tuple(train_entries + eval_entries))
+                      tuple(train_entries + eval_entries), tuple(loops))
   else:
-    train, entries = _class_files(root, '')
-    listing = Listing(root, tuple(sorted(train)), train, None, None, tuple(entries))
+    train, entries = _class_files(root, '', loops)
+    listing = Listing(root, tuple(sorted(train)), train, None, None, tuple(entries), tuple(loops))
   if not listing.classes:
     raise FolderError(f'{root} has no class folders; put the images of each class in a '
                       'subfolder named after it (DIR/<class>/*.jpg)')

@@ -12,16 +12,16 @@ Every file is read with Pillow (any format and mode it reads; EXIF orientation a
 training pipeline reads it like any other prepared dataset: windowed shuffle, exact resume,
 per-host shards, label noise and padded evaluation all apply. (TFDS's own `ImageFolder` reads
 the image files on every pass, with no record files to shuffle in windows and resume from, and
-takes only the split layout.) Files that are not images Pillow reads are skipped, and counted
-in the log.
+takes only the split layout.) Files that are not images Pillow reads are skipped, and so are
+links back to a folder above them (loops); both are counted and named in a warning.
 
 The prepared dataset is named after what it was made from: the path, size and modification time
 of every file, and the split settings. A folder that changed (a file added, removed or
 rewritten) is prepared again under a new name, never read stale; the log says what changed.
 
-Image layout: 'small' (the CIFAR layout: images resized to image_size, zero-pad-crop-flip
+Input recipe: 'small' (as CIFAR: images resized to image_size, zero-pad-crop-flip
 augmentation, stored as PNG) when the median shorter side of the images is at most
-`SMALL_MAX_SIDE` pixels, else 'imagenet' (random-resized crops, stored as JPEG); `image_layout`
+`SMALL_MAX_SIDE` pixels, else 'imagenet' (random-resized crops, stored as JPEG); `recipe`
 forces one. After preparation the per-channel mean and standard deviation and the median
 shorter side are measured on (up to `STATS_EXAMPLES` of) the training images.
 """
@@ -52,12 +52,12 @@ _GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """What a prepared dataset is made of: its name, classes, channels and layout, and (when it
+  """What a prepared dataset is made of: its name, classes, channels and recipe, and (when it
   is to be prepared) the labelled files of each split."""
   name: str
   classes: tuple[str, ...]
   channels: int
-  layout: str
+  recipe: str
   splits: dict[str, list[tuple[str, int]]] | None = None
 
 
@@ -84,7 +84,7 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     plan = self._plan
-    encoding = 'png' if plan.layout == 'small' else 'jpeg'
+    encoding = 'png' if plan.recipe == 'small' else 'jpeg'
     return tfds.core.DatasetInfo(
         builder=self,
         description='Images of a folder with one subfolder per class.',
@@ -116,7 +116,7 @@ def _dataset_root(data_dir: str | None) -> str:
 
 
 def _prepared_names(data_dir: str | None, contents: str) -> list[str]:
-  """The prepared datasets of these contents (one per layout and channel count)."""
+  """The prepared datasets of these contents (one per recipe and channel count)."""
   root = _dataset_root(data_dir)
   if not tf.io.gfile.isdir(root):
     return []
@@ -133,35 +133,46 @@ def _header(path: str) -> tuple[int, int, str] | str:
     return f'{type(error).__name__}'
 
 
-def _layout_of(sides: list[int], requested: str) -> str:
+def _recipe_of(sides: list[int], requested: str) -> str:
   if requested != 'auto':
     return requested
   return 'small' if float(np.median(sides)) <= SMALL_MAX_SIDE else 'imagenet'
 
 
+def _named(names: list[str]) -> str:
+  """The first 5 of `names`, then ', ...' when there are more."""
+  return ', '.join(names[:5]) + (', ...' if len(names) > 5 else '')
+
+
 def _plan(listing: Listing, options: FolderOptions, contents: str,
           report: Callable[[str], None]) -> Plan:
-  """Reads every file's header: the readable images, their layout and channels, the split."""
+  """Reads every file's header: the readable images, their recipe and channels, the split.
+  Skipped links and files are logged as warnings."""
+  if listing.loops:
+    links = 'folder link that loops' if len(listing.loops) == 1 else 'folder links that loop'
+    logging.warning(f'Skipping {len(listing.loops):,} {links} back to a folder above in '
+                    f'{listing.root} (remove each, or point it at the folder to add): '
+                    f'{_named(list(listing.loops))}')
   report(f'Reading the headers of {len(listing.entries):,} files in {listing.root} ...')
   headers = {path: _header(os.path.join(listing.root, path)) for path, _, _ in listing.entries}
   unreadable = {path: why for path, why in headers.items() if isinstance(why, str)}
   if unreadable:
-    named = ', '.join(f'{path} ({why})' for path, why in list(unreadable.items())[:5])
-    report(f'Skipping {len(unreadable):,} of {len(headers):,} files that are not images Pillow '
-           f'reads: {named}{", ..." if len(unreadable) > 5 else ""}')
+    logging.warning('Skipping %s of %s files that are not images Pillow reads: %s',
+                    f'{len(unreadable):,}', f'{len(headers):,}',
+                    _named([f'{path} ({why})' for path, why in unreadable.items()]))
 
   train, evaluation = split(listing, options, set(unreadable))
   headers_kept = [headers[path] for path in sorted(set(headers) - set(unreadable))]
-  layout = _layout_of([min(width, height) for width, height, _ in headers_kept],
-                      options.image_layout)
+  recipe = _recipe_of([min(width, height) for width, height, _ in headers_kept],
+                      options.recipe)
   grey = all(mode in _GREY_MODES for _, _, mode in headers_kept)
-  channels = 1 if grey and layout == 'small' else 3
+  channels = 1 if grey and recipe == 'small' else 3
 
   def labelled(files: dict[str, list[str]]) -> list[tuple[str, int]]:
     return [(os.path.join(listing.root, path), label)
             for label, name in enumerate(listing.classes) for path in files[name]]
 
-  return Plan(f'{layout}{channels}-{contents}', listing.classes, channels, layout,
+  return Plan(f'{recipe}{channels}-{contents}', listing.classes, channels, recipe,
               {'train': labelled(train), 'validation': labelled(evaluation)})
 
 
@@ -215,7 +226,7 @@ def _write_json(directory: str, name: str, value: dict) -> None:
 class PreparedFolder:
   """A prepared folder: its TFDS builder and what the pipeline needs to know about it."""
   builder: tfds.core.DatasetBuilder
-  layout: str
+  recipe: str
   stats: dict
 
   def spec(self, image_size: int, flip: bool) -> DatasetSpec:
@@ -223,16 +234,16 @@ class PreparedFolder:
     eighth of the side, at least one pixel)."""
     features = self.builder.info.features
     return DatasetSpec(
-        FOLDER, 'train', 'validation', self.layout, num_classes=features['label'].num_classes,
+        FOLDER, 'train', 'validation', self.recipe, num_classes=features['label'].num_classes,
         num_train_examples=self.builder.info.splits['train'].num_examples,
         channels=features['image'].shape[-1], pad=max(1, image_size // 8) if
-        self.layout == 'small' else 0, flip=flip, mean=tuple(self.stats['mean']),
+        self.recipe == 'small' else 0, flip=flip, mean=tuple(self.stats['mean']),
         std=tuple(self.stats['std']))
 
   @property
   def default_image_size(self) -> int:
     """The median shorter side of the images ('small'), or 224 ('imagenet')."""
-    return self.stats['median_side'] if self.layout == 'small' else IMAGENET_SIZE
+    return self.stats['median_side'] if self.recipe == 'small' else IMAGENET_SIZE
 
 
 def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: bool = True,
@@ -245,11 +256,11 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
   listing = list_folder(options.folder)
   contents = fingerprint(listing, options)
   names = [name for name in _prepared_names(data_dir, contents)
-           if options.image_layout == 'auto' or name.startswith(options.image_layout)]
+           if options.recipe == 'auto' or name.startswith(options.recipe)]
   builder = None
-  if len(names) == 1:  # else none, or one per forced layout: the images decide for 'auto'
-    layout, channels = names[0][:-len(contents) - 2], int(names[0][-len(contents) - 2])
-    plan = Plan(names[0], listing.classes, channels, layout)
+  if len(names) == 1:  # else none, or one per forced recipe: the images decide for 'auto'
+    recipe, channels = names[0][:-len(contents) - 2], int(names[0][-len(contents) - 2])
+    plan = Plan(names[0], listing.classes, channels, recipe)
     builder = FolderImages(plan=plan, data_dir=data_dir)
   if builder is None or not builders.is_prepared(builder):
     if not prepare_if_needed:
@@ -261,7 +272,7 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
     if not builders.is_prepared(builder):
       report(f'Preparing {len(plan.splits["train"]):,} training and '
              f'{len(plan.splits["validation"]):,} validation images of {len(plan.classes)} '
-             f'classes from {listing.root} as the {plan.layout} layout in {builder.data_dir}'
+             f'classes from {listing.root} as the {plan.recipe} recipe in {builder.data_dir}'
              f'{_changes(listing, data_dir)} ...')
       builders.download_and_prepare(builder)
       _write_json(builder.data_dir, LISTING_FILE,
@@ -276,6 +287,6 @@ def load(options: FolderOptions, data_dir: str | None, *, prepare_if_needed: boo
   splits = builder.info.splits
   report(f'Images of {listing.root}: {splits["train"].num_examples:,} training and '
          f'{splits["validation"].num_examples:,} validation images, '
-         f'{len(listing.classes)} classes, {plan.layout} layout, in {builder.data_dir}')
-  return PreparedFolder(builder, plan.layout, stats)
+         f'{len(listing.classes)} classes, {plan.recipe} recipe, in {builder.data_dir}')
+  return PreparedFolder(builder, plan.recipe, stats)
 

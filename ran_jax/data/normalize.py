@@ -40,6 +40,18 @@ class InputNormalizer:
   std: np.ndarray | None = None
   pad: int = 0
 
+  @property
+  def crops(self) -> bool:
+    """Whether batches carry each example's crop (`crop`: the 'small' recipe)."""
+    return self.recipe == 'small'
+
+  def eval_affine(self) -> tuple[float, np.ndarray, np.ndarray]:
+    """(divisor, mean, std): an evaluation image (its crop the centre) is normalised as
+    (pixels / divisor - mean) / std."""
+    channels = np.asarray(self.mean).shape[-1]
+    std = np.ones(channels, np.float32) if self.std is None else np.asarray(self.std)
+    return (255.0 if self.crops else 1.0), np.asarray(self.mean), std
+
   def __call__(self, batch: dict[str, jax.Array]) -> jax.Array:
     images = batch['image'].astype(jnp.float32)
     if self.recipe == 'imagenet':

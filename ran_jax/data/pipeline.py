@@ -36,6 +36,7 @@ from ran_jax.data.builders import load_builder
 from ran_jax.data.datasets import DatasetSpec, get_spec
 from ran_jax.data.quiet_tf import tf, tfds
 from ran_jax.data.records import RecordOrder, split_blocks
+from ran_jax.data.source import InputFacts
 
 AUTOTUNE = tf.data.AUTOTUNE
 T = TypeVar('T')
@@ -89,7 +90,11 @@ def mean_image(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> tf.Tenso
 class InputPipeline:
   """Builds the train and eval datasets of one process (an `InputSource`)."""
 
-  def __init__(self, config: InputConfig):
+  has_eval_images = True
+
+  def __init__(self, config: InputConfig, spec: DatasetSpec | None = None):
+    """`spec`: the TFDS dataset's (default: that of `config.dataset`); a folder's comes from its
+    images."""
     for name, size in (('batch_size', config.global_batch_size),
                        ('eval_batch_size', config.eval_batch_size)):
       if size % config.process_count:
@@ -101,8 +106,13 @@ class InputPipeline:
           config.folder, config.data_dir, prepare_if_needed=prepare), may_prepare=True)
       self.image_size = config.image_size or folder.default_image_size
       self.builder, self.spec = folder.builder, folder.spec(self.image_size, config.folder.flip)
+      if (self.spec.recipe == 'small' and config.eval_image_size is not None and
+          config.eval_image_size != self.image_size):
+        raise ValueError(f'eval_image_size={config.eval_image_size} is not allowed: the small '
+                         f'recipe evaluates at its training size; leave it unset (or set it to '
+                         f'image_size={self.image_size})')
     else:
-      spec = self.spec = get_spec(config.dataset)
+      spec = self.spec = spec or get_spec(config.dataset)
       self.builder = _load_on_every_process(config, lambda prepare: load_builder(
           spec, config.data_dir, prepare_if_needed=prepare), may_prepare=spec.embedded)
       self.image_size = config.image_size
@@ -140,10 +150,20 @@ class InputPipeline:
                  config.label_noise_seed)
     return tf.constant(shifts)
 
-  def device_input_fn(self) -> normalize.InputNormalizer:
+  def normalizer(self) -> normalize.InputNormalizer:
     """The normalisation the devices apply to this pipeline's batches (inside the steps)."""
+    return self._normalizer
+
+  @functools.cached_property
+  def _normalizer(self) -> normalize.InputNormalizer:
     return normalize.for_dataset(self.spec, None if self._mean is None else self._mean.numpy(),
                                  self.image_size)
+
+  @property
+  def facts(self) -> InputFacts:
+    """What this input is (`InputFacts`)."""
+    return InputFacts(self.class_names, self.channels, self.normalizer(), self.image_size,
+                      self.eval_image_size, self.num_train_examples)
 
   # Training.
   def _train_example(self, position: tf.Tensor, example_id: tf.Tensor, record: tf.Tensor, *,
@@ -214,6 +234,17 @@ class InputPipeline:
         tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec))
     ds = ds.concatenate(padding.repeat()).take(num_batches * local_batch)
     return without_autotune_model(ds.batch(local_batch).prefetch(AUTOTUNE)), num_batches
+
+  def eval_examples(self, count: int) -> dict[str, np.ndarray]:
+    """The first `count` (or fewer) real examples of this process's part of the eval split,
+    through the eval dataset, stacked; a ValueError when it has none."""
+    dataset, _ = self.eval_dataset()
+    dataset = dataset.unbatch().filter(lambda example: example['mask']).take(count)
+    examples = list(tfds.as_numpy(dataset))
+    if not examples:
+      raise ValueError(f'the eval split of {self.config.dataset} has no examples')
+    return {key: np.stack([example[key] for example in examples])
+            for key in examples[0] if key != 'mask'}
 
   # Batches on the devices, as the training loop takes them.
   def train_batches(self, start_step: int, sharding: NamedSharding,

@@ -1,4 +1,4 @@
-"""What a run on a folder of images started before `ran_jax.train.run_record` saved in its work
+"""What a run on a folder of images started before `ran_jax.workdir.run_record` saved in its work
 directory (`dataset.json`): the class names, the channels, the recipe with its measured
 normalisation, and the image sizes. Read for such work directories; runs now record these
 facts in `run.json`. Imports no TensorFlow."""

@@ -1,29 +1,64 @@
-"""The input a training run needs, whatever makes it: `InputPipeline` (TFDS, tf.data) and
-`SyntheticInput` (device-resident random batches) both provide it. Imports no TensorFlow."""
+"""The input of a run: what every kind of data source opens (`InputSource`) and the facts about
+it that the model, the schedule, planning and inference need (`InputFacts`). Imports no
+TensorFlow."""
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Protocol
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding
 
 from ran_jax.data.normalize import InputNormalizer
 
 
-class InputSource(Protocol):
-  """The batches of one process, as global arrays on the devices, and what they hold.
+@dataclasses.dataclass(frozen=True)
+class InputFacts:
+  """What a run's input is, as the network and its inference see it.
 
   Attributes:
-    num_classes: classes of the labels; channels: of the images.
-    num_train_examples: the size of the whole train split (epochs count it).
     class_names: one name per class, in label order.
+    channels: of the images.
+    normalizer: the normalisation the devices apply (its recipe and pad included).
+    image_size / eval_image_size: the sides of the training and evaluation images.
+    num_train_examples: the size of the whole train split (epochs count it); None where it is
+      not known (a run's record does not keep it).
+  """
+  class_names: tuple[str, ...]
+  channels: int
+  normalizer: InputNormalizer
+  image_size: int
+  eval_image_size: int
+  num_train_examples: int | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+class InputSource(Protocol):
+  """The opened input of one process: its batches, as global arrays on the devices.
+
+  Attributes:
+    num_classes: classes of the labels; channels: of the images; class_names: one per class.
+    num_train_examples: the size of the whole train split (epochs count it).
+    image_size / eval_image_size: the sides of the training and evaluation images.
+    has_eval_images: whether its evaluation examples are images worth showing (real data).
   """
   num_classes: int
   channels: int
   num_train_examples: int
   class_names: tuple[str, ...]
+  image_size: int
+  eval_image_size: int
+  has_eval_images: bool
 
-  def device_input_fn(self) -> InputNormalizer:
+  @property
+  def facts(self) -> InputFacts:
+    """What this input is (see `InputFacts`)."""
+
+  def normalizer(self) -> InputNormalizer:
     """The normalisation the devices apply to these batches (inside the jitted steps)."""
 
   def train_batches(self, start_step: int, sharding: NamedSharding,
@@ -32,3 +67,7 @@ class InputSource(Protocol):
 
   def eval_batches(self, sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
     """Global eval batches; examples with `mask` False are padding."""
+
+  def eval_examples(self, count: int) -> dict[str, np.ndarray]:
+    """The first `count` (or fewer) real examples of this process's part of the eval split,
+    stacked: 'image', 'label' and, for the 'small' recipe, 'crop'."""

@@ -12,21 +12,30 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ran_jax.data import normalize
-from ran_jax.data import device_batches
+from ran_jax.data import device_batches, normalize
+from ran_jax.data.source import InputFacts
 
 NAME = 'fake'
 NUM_CLASSES = 1000
 NUM_TRAIN_EXAMPLES = 1_281_167  # epochs are counted as for ImageNet
+CLASS_NAMES = tuple(str(i) for i in range(NUM_CLASSES))
+CHANNELS = 3
+
+
+def facts(image_size: int, eval_image_size: int) -> InputFacts:
+  """The facts of synthetic input at these sizes (normalised as ImageNet is)."""
+  return InputFacts(CLASS_NAMES, CHANNELS, normalize.imagenet_normalizer(), image_size,
+                    eval_image_size, NUM_TRAIN_EXAMPLES)
 
 
 class SyntheticInput:
   """Random ImageNet-shaped batches, transferred once (an `InputSource`)."""
 
   num_classes = NUM_CLASSES
-  class_names = tuple(str(i) for i in range(NUM_CLASSES))
-  channels = 3
+  class_names = CLASS_NAMES
+  channels = CHANNELS
   num_train_examples = NUM_TRAIN_EXAMPLES
+  has_eval_images = False  # random pixels: nothing to show
 
   def __init__(self, global_batch_size: int, eval_batch_size: int, image_size: int,
                eval_image_size: int, seed: int = 0):
@@ -42,9 +51,17 @@ class SyntheticInput:
                                        dtype=np.uint8),
             'label': self.rng.integers(0, self.num_classes, size).astype(np.int32)}
 
-  def device_input_fn(self) -> normalize.InputNormalizer:
+  @property
+  def facts(self) -> InputFacts:
+    return facts(self.image_size, self.eval_image_size)
+
+  def normalizer(self) -> normalize.InputNormalizer:
     """ImageNet's normalisation, as for real ImageNet batches."""
     return normalize.imagenet_normalizer()
+
+  def eval_examples(self, count: int) -> dict[str, np.ndarray]:
+    """Synthetic input has no eval images (`has_eval_images`)."""
+    raise ValueError(f'the {NAME!r} dataset has no eval images to show')
 
   def train_batches(self, start_step: int, sharding: NamedSharding,
                     prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:

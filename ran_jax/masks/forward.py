@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ran_jax.data.pipeline import InputPipeline
-from ran_jax.data.quiet_tf import tfds
+from ran_jax.data.source import InputSource
 from ran_jax.masks.grid import PREDICTIONS_SHOWN, Row
 from ran_jax.models import layout
 
@@ -36,19 +35,14 @@ class Inputs:
   captions: tuple[str, ...]
 
 
-def first_eval_examples(pipeline: InputPipeline, count: int) -> Inputs:
+def first_eval_examples(source: InputSource, count: int) -> Inputs:
   """The first `count` (or fewer, if the split is smaller) examples of this process's part of
-  the eval split, through the pipeline's own eval dataset."""
-  dataset, _ = pipeline.eval_dataset()
-  dataset = dataset.unbatch().filter(lambda example: example['mask']).take(count)
-  examples = list(tfds.as_numpy(dataset))
-  if not examples:
-    raise ValueError('The eval split has no examples.')
-  stacked = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
-  batch = {key: value for key, value in stacked.items() if key in ('image', 'crop')}
-  captions = tuple(f'eval {i}: label {pipeline.class_names[label]}'
-                   for i, label in enumerate(stacked['label']))
-  return Inputs(batch, stacked['image'].astype(np.float32), captions)
+  the eval split of `source`, captioned with their labels."""
+  examples = source.eval_examples(count)
+  batch = {key: value for key, value in examples.items() if key in ('image', 'crop')}
+  captions = tuple(f'eval {i}: label {source.class_names[label]}'
+                   for i, label in enumerate(examples['label']))
+  return Inputs(batch, examples['image'].astype(np.float32), captions)
 
 
 def soft_masks(intermediates: Any) -> dict[str, jax.Array]:

@@ -1,1 +1,1 @@
-"""Training: mesh, optimizer, train state, steps, checkpoints and the training loop."""
+"""The training loop and its step: mesh, optimizer, train state, steps, metrics, fine-tuning."""

@@ -3,8 +3,8 @@
 Every variable (parameter or BatchNorm statistic) whose path and shape match one of the other
 run's is loaded; the others keep their fresh initialisation (the classifier, when the number
 of classes differs), and the other run's variables left unused are skipped. The log lists the
-three. A run whose stem takes another image layout (the CIFAR or ImageNet stem, grey or colour
-images) or whose variables are in the other layout (`model.scan`) is refused.
+three. A run of another stem (the CIFAR or ImageNet stem) or number of image channels, or whose
+variables are in the other variable layout (`model.scan`), is refused.
 
 What was loaded is recorded in the new run's work directory (`init_from.json`) when it starts,
 with `freeze` and `init_lr_scale`: a resumed run, predict and visualize rebuild the same
@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from ran_jax.models import layout
-from ran_jax.train import checkpoint
+from ran_jax.workdir import checkpoints
 from ran_jax.train.optim import ParamGroups
 from ran_jax.train.state import TrainState
 
@@ -63,7 +63,7 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
   the run in `workdir`: its parameters and BatchNorm statistics in host memory (every process
   reads them; nothing there is changed)."""
   directory = epath.Path(workdir) / 'checkpoints'
-  if not checkpoint.has_steps(workdir):
+  if not checkpoints.has_steps(workdir):
     raise InitFromError(f'init_from={workdir!r} holds no checkpoint ({directory} has no step); '
                         'give the --workdir of a trained run')
   manager = ocp.CheckpointManager(
@@ -97,21 +97,22 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
                       'be read; give the --workdir of another trained run')
 
 
-def match(config: ml_collections.ConfigDict, target: TrainState, step: int,
+def match(config: ml_collections.ConfigDict, variables: dict[str, Any], step: int,
           source: dict[str, np.ndarray], source_layout: str) -> InitRecord:
-  """Which of `target`'s variables `source` provides (same path and shape), after checking
-  that both networks take the same images and use the same variable layout."""
-  wanted = _flat(target.variables)
-  ours = layout.layout_of(target.params)
+  """Which of the network's `variables` (abstract: shapes suffice) `source` provides (same path
+  and shape), after checking that both networks take the same images and use the same
+  variable layout."""
+  wanted = _flat({'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})})
+  ours = layout.layout_of(variables['params'])
   if source_layout != ours:
     raise InitFromError(
         f'init_from={config.init_from!r} holds {source_layout} variables and this run builds '
         f'{ours} ones; set --config.model.scan={source_layout == layout.SCANNED}')
   if STEM in source and STEM in wanted and source[STEM].shape != tuple(wanted[STEM].shape):
     raise InitFromError(
-        f'init_from={config.init_from!r} is a network of another image layout (its stem kernel '
-        f'is {source[STEM].shape}, this one {tuple(wanted[STEM].shape)}: another stem or '
-        'another number of image channels); fine-tune from a run of the same layout')
+        f'init_from={config.init_from!r} is a network of another stem (its stem kernel is '
+        f'{source[STEM].shape}, this one {tuple(wanted[STEM].shape)}: another stem or another '
+        'number of image channels); fine-tune from a run of the same stem and channels')
   loaded = tuple(sorted(p for p, leaf in wanted.items()
                         if p in source and source[p].shape == tuple(leaf.shape)))
   return InitRecord(

@@ -16,22 +16,21 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
-from ran_jax.data import saved_dataset, synthetic
-from ran_jax.data.datasets import FOLDER
+from ran_jax.data import saved_dataset, sources
 from ran_jax.data.source import InputSource
+from ran_jax.experiments import checks
 from ran_jax.models import ResidualAttentionNetwork, model_costs
-from ran_jax.train import checkpoint, config_checks, experiment, init_from, optim, restore
-from ran_jax.train import run_record, workdir_lock
-from ran_jax.train import writers
+from ran_jax.process.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
+from ran_jax.process.stop_signals import StopSignals
+from ran_jax.reporting import writers
+from ran_jax.train import build, init_from, optim
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.state import TrainState
-from ran_jax.train.stop_signals import StopSignals
+from ran_jax.workdir import checkpoints, lock, run_record
 
-if TYPE_CHECKING:  # imported when used: they need TensorFlow, which synthetic data does not
-  from ran_jax.data.pipeline import InputPipeline
-  from ran_jax.train import attention_images
+if TYPE_CHECKING:  # imported when used: it needs TensorFlow, which synthetic data does not
+  from ran_jax.reporting import attention_images
 
 EVAL_RESULTS = 'eval_results.json'
 
@@ -59,39 +58,37 @@ class Run:
 def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
            cleanup: contextlib.ExitStack) -> Run:
   mesh = mesh_lib.make_mesh()
+  source = sources.source_of(config)
   with stop.interruptible('while loading the dataset'):  # preparing it can take hours
-    pipeline = experiment.make_input(config)
-  if config.dataset == FOLDER:  # the image sizes and the network follow the images
-    config = experiment.with_data_defaults(
-        config, recipe=pipeline.spec.recipe, image_size=pipeline.image_size,
-        eval_image_size=pipeline.eval_image_size)
+    pipeline = source.open()
+  config = build.with_data_defaults(config, source.data_defaults(pipeline.facts))
   _record_run(config, workdir, pipeline)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
-  manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
-  cleanup.callback(checkpoint.close_manager, manager)
-  record, source = _init_from(config, workdir, manager, mesh, pipeline, steps_per_epoch)
-  restored = restore.restore_train_state(
-      config, manager, mesh, num_classes=pipeline.num_classes, channels=pipeline.channels,
-      steps_per_epoch=steps_per_epoch, groups=record and record.param_groups())
-  training = restored.training
-  if restored.state is None:
+  manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
+  cleanup.callback(checkpoints.close_manager, manager)
+  network = build.build_network(config, pipeline.num_classes, pipeline.channels)
+  record, init_source = _init_from(config, workdir, manager, network)
+  training = build.build_training(config, mesh, network, steps_per_epoch=steps_per_epoch,
+                                  groups=record and record.param_groups())
+  restored = checkpoints.restore_latest(manager, training.target,
+                                        other_layout=training.other_layout_target)
+  if restored is None:
     state, start_step = training.init(), 0
-    if source is not None:
-      state = init_from.load_into(state, source, record)
+    if init_source is not None:
+      state = init_from.load_into(state, init_source, record)
   else:
-    state = restored.state
+    state, input_state = restored
     start_step = int(jax.device_get(state.step))
-    _check_input_state(restored.input_state, config)
-  train_step, eval_step = experiment.jit_config_steps(config, training, mesh,
-                                                      pipeline.device_input_fn())
+    _check_input_state(input_state, config)
+  train_step, eval_step = build.jit_config_steps(config, training, mesh, pipeline.normalizer())
   writer = writers.create_writer(workdir, just_logging=jax.process_index() > 0)
   cleanup.callback(writer.close)
   attention = None
-  if config.dataset != synthetic.NAME:  # imports TensorFlow, as the TFDS input does anyway
-    from ran_jax.train import attention_images
-    attention = attention_images.make(config, training.model, pipeline, training.target)
+  if pipeline.has_eval_images:  # imports TensorFlow, as the input of such data does anyway
+    from ran_jax.reporting import attention_images
+    attention = attention_images.make(config, training.model, pipeline, network.variables)
   return Run(config, workdir, pipeline, training.model, mesh, state, train_step, eval_step,
              manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
              attention)
@@ -101,7 +98,7 @@ def _record_run(config: ml_collections.ConfigDict, workdir: str, pipeline: Input
   """Records the run in `workdir` (`run_record`). A run that resumes must train the same network
   on the same input (and classes) as it started with; other changed fields are logged and
   recorded."""
-  saved = run_record.read(workdir) if checkpoint.has_steps(workdir) else None
+  saved = run_record.read(workdir) if checkpoints.has_steps(workdir) else None
   started = saved.class_names if saved is not None else _legacy_class_names(workdir)
   if started is not None and started != pipeline.class_names:
     raise ValueError(f'the classes are now {list(pipeline.class_names)}, but this run started '
@@ -127,19 +124,18 @@ def _record_run(config: ml_collections.ConfigDict, workdir: str, pipeline: Input
       changes += ({'command_line': sys.argv, 'changed': {
           field: list(values) for field, values in changed.items()}},)
   run_record.write(workdir, run_record.of_run(config, pipeline.class_names, pipeline.channels,
-                                              pipeline.device_input_fn(), changes))
+                                              pipeline.normalizer(), changes))
 
 
 def _legacy_class_names(workdir: str) -> tuple[str, ...] | None:
   """The classes a folder run started before `run_record` saved in `dataset.json`."""
-  if checkpoint.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
+  if checkpoints.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
     return saved_dataset.load(workdir).class_names
   return None
 
 
 def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.CheckpointManager,
-               mesh: Mesh, pipeline: InputSource, steps_per_epoch: float
-               ) -> tuple['init_from.InitRecord | None', dict | None]:
+               network: build.Network) -> tuple['init_from.InitRecord | None', dict | None]:
   """The record of a fine-tuned run, and (when it starts afresh) the variables to load.
 
   A run that has checkpoints of its own resumes from them with the record it started with.
@@ -155,10 +151,7 @@ def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.Che
       init_from.remove_record(workdir)
     return None, None
   step, source, source_layout = init_from.read_source(config.init_from)
-  target = experiment.build_training(config, mesh, num_classes=pipeline.num_classes,
-                                     channels=pipeline.channels,
-                                     steps_per_epoch=steps_per_epoch).target
-  record = init_from.match(config, target, step, source, source_layout)
+  record = init_from.match(config, network.variables, step, source, source_layout)
   init_from.log_record(record, source)
   init_from.save_record(workdir, record)
   return record, source
@@ -233,7 +226,7 @@ def _report_evaluation(run: Run, step: int, values: dict[str, Any]) -> dict[str,
   """Writes the eval results, then the attention mask images if asked for."""
   results = write_eval_results(run, step, values)
   if run.attention is not None:
-    run.attention.write(run.writer, step, run.state)
+    run.attention.write(run.writer, step, run.state.variables)
   return results
 
 
@@ -253,15 +246,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   evaluation results, also written to `workdir/eval_results.json`. Raises `Preempted` after
   saving a checkpoint when SIGTERM, SIGINT or a preemption notice stops the run.
   """
-  config_checks.validate(config, workdir)
+  config = checks.with_current_names(config)
+  checks.validate(config, workdir)
   no_checkpoint = FileNotFoundError(f'eval_only needs a checkpoint in {workdir}/checkpoints; '
                                     'none was found.')
-  if config.eval_only and not checkpoint.has_steps(workdir):  # before any data or model work
+  if config.eval_only and not checkpoints.has_steps(workdir):  # before any data or model work
     raise no_checkpoint
   _make_workdir(workdir)
   with contextlib.ExitStack() as cleanup:  # unwinds: checkpoints, lock, signals
     stop = cleanup.enter_context(StopSignals())
-    cleanup.enter_context(workdir_lock.hold(workdir))
+    cleanup.enter_context(lock.hold(workdir))
     run = _setup(config, workdir, stop, cleanup)
     _log_model(run)
     if config.eval_only:
@@ -306,9 +300,9 @@ def _train(run: Run) -> dict[str, Any]:
       stopping = stopping or run.stop.requested(step)
       meter.pause()
     if save_now or stopping:
-      checkpoint.save(run.manager, step, run.state, _input_state(config, step))
+      checkpoints.save(run.manager, step, run.state, _input_state(config, step))
     if stopping:
-      checkpoint.wait_for_saves(run.manager)
+      checkpoints.wait_for_saves(run.manager)
       raise Preempted(f'Stopped by {run.stop.received} at step {step}; its checkpoint is '
                       f'saved in {run.manager.directory}. Run the same command to resume.')
   if results is None:  # already trained to the end earlier: evaluate what was restored

@@ -11,7 +11,7 @@ import flax.traverse_util
 import ml_collections
 import optax
 
-SCHEDULES = ('piecewise', 'cosine')
+from ran_jax.experiments.checks import SCHEDULES
 
 
 def epochs_to_steps(epochs: float, steps_per_epoch: float) -> int:

@@ -24,25 +24,41 @@ class TrainState(train_state.TrainState):
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+def abstract_variables(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+  """The shapes and dtypes of `model`'s variables for images of `image_shape` (traced once,
+  nothing computed)."""
+  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+
+
 def train_state_factory(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
-                        image_shape: tuple[int, int, int], seed: int
+                        image_shape: tuple[int, int, int], seed: int,
+                        variables: dict[str, Any] | None = None
                         ) -> tuple[Callable[[], TrainState], TrainState]:
   """A jitted initialiser placing the state replicated on `mesh`, and the abstract state.
 
-  The abstract state (shape structs carrying the target shardings, from `jax.eval_shape`)
-  is also the restore target of checkpoints, so nothing is initialised when resuming.
+  The abstract state (shape structs carrying the target shardings) is also the restore target
+  of checkpoints, so nothing is initialised when resuming. `variables`: the model's abstract
+  variables when already traced (`abstract_variables`); the model is then not traced again.
   """
   def init() -> TrainState:
     images = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init(jax.random.key(seed), images, train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                             batch_stats=variables.get('batch_stats', {}))
+    return _state(model, tx, model.init(jax.random.key(seed), images, train=False))
 
-  abstract = jax.eval_shape(init)
+  if variables is None:
+    abstract = jax.eval_shape(init)
+  else:
+    abstract = jax.eval_shape(lambda given: _state(model, tx, given), variables)
   shardings = jax.tree.map(lambda _: replicated(mesh), abstract)
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         abstract, shardings)
   return jax.jit(init, out_shardings=shardings, compiler_options=QUICK_COMPILE), target
+
+
+def _state(model: nn.Module, tx: optax.GradientTransformation,
+           variables: dict[str, Any]) -> TrainState:
+  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                           batch_stats=variables.get('batch_stats', {}))
 
 
 def shardings_of(target: TrainState) -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from ran_jax.data.normalize import InputNormalizer
+from ran_jax.experiments import checks
 
 FILE = 'run.json'
 ARRAYS = 'normalizer.npz'
@@ -95,7 +96,8 @@ def read(workdir: str) -> RunRecord | None:
       arrays = dict(np.load(file))
     normalizer = InputNormalizer(value['recipe'], arrays['mean'], arrays.get('std'),
                                  value['pad'])
-    return RunRecord(_config(value['config']), tuple(value['command_line']),
+    config = checks.with_current_names(_config(value['config']), warn=False)
+    return RunRecord(config, tuple(value['command_line']),
                      tuple(value['class_names']), int(value['channels']), normalizer,
                      tuple(value.get('changes', ())))
   except (OSError, ValueError, KeyError, TypeError) as error:
@@ -112,7 +114,7 @@ def of_run(config: ml_collections.ConfigDict, class_names: tuple[str, ...], chan
 
 # Fields whose change alters the network or what it sees: a resumed run refuses them. The
 # variable layout and rematerialisation change how the same network is computed, not what.
-MODEL_AND_INPUT = ('model.', 'dataset', 'image_size', 'eval_image_size', 'image_layout')
+MODEL_AND_INPUT = ('model.', 'dataset', 'image_size', 'eval_image_size', 'recipe')
 SAME_NETWORK = ('model.scan', 'model.remat', 'model.remat_policy')
 
 
@@ -145,6 +147,7 @@ def resolve(config: ml_collections.ConfigDict | None, workdir: str
   (`data_dir`, `folder`, batch sizes, ...); `config` itself (and None) for a run that recorded
   none."""
   record = read(workdir)
+  config = None if config is None else checks.with_current_names(config)
   if record is None:
     if config is None:
       raise FileNotFoundError(

@@ -24,9 +24,6 @@ class NonFiniteError(TrainingError):
 class Preempted(Exception):
   """The run stopped on a signal or preemption notice, with its checkpoint saved."""
 
-  def __init__(self, message: str):
-    super().__init__(message)
-
 
 class WorkdirError(TrainingError):
   """The work directory can't be created, written or used."""

@@ -27,7 +27,7 @@ import threading
 import types
 from collections.abc import Iterator
 
-from ran_jax.train.errors import EXIT_PREEMPTED
+from ran_jax.process.errors import EXIT_PREEMPTED
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

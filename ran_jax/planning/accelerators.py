@@ -10,7 +10,7 @@ HBM per device, from the Cloud TPU documentation's system architecture pages (th
 versions' specifications): v2 8 GiB per TensorCore (16 GiB per chip), v3 16 GiB per
 TensorCore (32 GiB per chip), v4 32 GiB per chip, v5e 16 GiB per chip, v5p 95 GiB per chip,
 v6e 32 GiB per chip. The compiler keeps a little of it for itself: its own limit is what
-decides whether a program fits (`ran_jax.train.memory_plan`).
+decides whether a program fits (`ran_jax.planning.memory_plan`).
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
 """Compiling a config's train and eval steps for a set of devices, and what they need.
 
-The steps are the trainer's own (`experiment.build_training` and `experiment.jit_config_steps`:
+The steps are the trainer's own (`build.build_training` and `build.jit_config_steps`:
 the same model, optimizer, schedule, state, on-device normaliser, shardings and compiler
 options), compiled ahead of time for `devices`: the devices of this host, or compile-only
 devices of a TPU topology that this host does not have (`ran_jax.plan`). XLA's memory
@@ -18,13 +18,11 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
-from ran_jax.data import normalize, synthetic
-from ran_jax.data.batch_shapes import batch_shapes
-from ran_jax.data.datasets import get_spec
+from ran_jax.data import sources
+from ran_jax.experiments.network import build_model
 from ran_jax.models import model_costs
-from ran_jax.train import experiment
+from ran_jax.train import build
 from ran_jax.train import mesh as mesh_lib
 
 STEPS = ('train', 'eval')
@@ -112,22 +110,10 @@ class StepBuilder:
   def num_devices(self) -> int:
     return len(self.devices)
 
-  def _dataset_facts(self) -> tuple[int, int, int, normalize.InputNormalizer]:
-    """Classes, channels, train examples and the on-device normaliser, without the data.
-
-    The 'small' recipe's mean image is zeros here: the same program as with the real one.
-    """
-    dataset = self.config.dataset
-    if dataset == synthetic.NAME:
-      return (synthetic.NUM_CLASSES, synthetic.SyntheticInput.channels,
-              synthetic.NUM_TRAIN_EXAMPLES, normalize.imagenet_normalizer())
-    spec = get_spec(dataset)
-    mean = None
-    if spec.recipe == 'small':
-      size = spec.image_size or self.config.image_size
-      mean = np.zeros((size, size, spec.channels), np.float32)
-    return (spec.num_classes, spec.channels, spec.num_train_examples,
-            normalize.for_dataset(spec, mean))
+  @property
+  def source(self) -> sources.DataSource:
+    """The config's data source: its facts are known without the data (`planning_facts`)."""
+    return sources.source_of(self.config)
 
   def with_settings(self, *, step: str, per_device_batch: int,
                     remat: str | None = None) -> ml_collections.ConfigDict:
@@ -146,18 +132,18 @@ class StepBuilder:
     if step not in STEPS:
       raise ValueError(f'step={step!r}; choose one of {", ".join(STEPS)}')
     config = self.with_settings(step=step, per_device_batch=per_device_batch, remat=remat)
-    num_classes, channels, train_examples, input_fn = self._dataset_facts()
+    facts = self.source.planning_facts()
     mesh = mesh_lib.make_mesh(list(self.devices))
-    training = experiment.build_training(
-        config, mesh, num_classes=num_classes, channels=channels,
-        steps_per_epoch=train_examples / config.batch_size)
-    train_step, eval_step = experiment.jit_config_steps(config, training, mesh, input_fn)
+    network = build.build_network(config, facts.num_classes, facts.channels)
+    training = build.build_training(config, mesh, network,
+                                    steps_per_epoch=facts.num_train_examples / config.batch_size)
+    train_step, eval_step = build.jit_config_steps(config, training, mesh, facts.normalizer)
     sharding = mesh_lib.data_sharding(mesh)
     global_batch = per_device_batch * self.num_devices
     size = config.image_size if step == 'train' else config.eval_image_size
     batch = {name: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
-             for name, s in batch_shapes(config.dataset, global_batch, size,
-                                         train=step == 'train').items()}
+             for name, s in self.source.batch_shapes(global_batch, size,
+                                                     train=step == 'train').items()}
     jitted = train_step if step == 'train' else eval_step
     return compile_and_analyse(jitted, (training.target, batch), step=step,
                                remat=config.model.remat, per_device_batch=per_device_batch,
@@ -166,9 +152,9 @@ class StepBuilder:
   def model_macs_per_image(self, step: str) -> int:
     """The network's multiply-adds per image at the step's image size."""
     config = self.config
-    num_classes, channels, _, _ = self._dataset_facts()
+    facts = self.source.planning_facts()
     size = config.image_size if step == 'train' else config.eval_image_size
-    return model_costs(experiment.build_model(config, num_classes), size, channels).total_macs
+    return model_costs(build_model(config, facts.num_classes), size, facts.channels).total_macs
 
 
 def compile_and_analyse(jitted: Any, args: tuple, *, step: str, remat: str,

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -30,8 +31,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from ran_jax.models import layout
-from ran_jax.train.errors import (CheckpointError, CheckpointSaveError, NonFiniteError,
-                                  describe_os_error, os_error_in)
+from ran_jax.process.errors import (CheckpointError, CheckpointSaveError, NonFiniteError,
+                                    describe_os_error, os_error_in)
 
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'close_manager', 'has_steps',
            'make_manager', 'restore_latest', 'save', 'state_digest', 'wait_for_saves']
@@ -41,6 +42,11 @@ DAMAGED_DIR = 'checkpoints_damaged'
 # 1.8x from one step to the next, measured on a small model), and a save that runs out of
 # space half-way is a mess of failing writers.
 ROOM_FACTOR = 2.0
+# The OS errors of a full disk (or of a full quota on it).
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# TensorStore raises a ValueError for a failed file operation and names the OS error only in
+# its message: '...: No space left on device [os_error_code='28']'.
+_TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
 
 
 def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
@@ -93,10 +99,35 @@ def _save_failed(manager: ocp.CheckpointManager, step: int | None,
   """The one-line error of a failed save of `step`, naming the last good checkpoint."""
   cause = os_error_in(error)
   if cause is not None:
-    return _cannot_save(manager, step, describe_os_error(cause), cause.errno == errno.ENOSPC)
-  full = 'RESOURCE_EXHAUSTED' in str(error)  # TensorStore's words for a full disk
-  return _cannot_save(manager, step, f'no space left on device ({_reason(error)})' if full else
-                      _reason(error), full)
+    return _cannot_save(manager, step, describe_os_error(cause), cause.errno in _DISK_FULL)
+  reported = _tensorstore_os_error(error)
+  if reported is None:
+    return _cannot_save(manager, step, _reason(error), False)
+  code, error = reported
+  return _cannot_save(manager, step, f'{describe_os_error(OSError(code, os.strerror(code)))} '
+                      f'({_reason(error)})', code in _DISK_FULL)
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+  """`error`, its causes and contexts, and the members of the groups among them, once each."""
+  seen, todo = set(), [error]
+  while todo:
+    current = todo.pop(0)
+    if current is None or id(current) in seen:
+      continue
+    seen.add(id(current))
+    yield current
+    todo.extend(getattr(current, 'exceptions', ()))  # ExceptionGroup
+    todo.extend((current.__cause__, current.__context__))
+
+
+def _tensorstore_os_error(error: BaseException) -> tuple[int, BaseException] | None:
+  """(errno, error) of the first TensorStore error in `error`'s chain that names an OS error."""
+  for current in _chain(error):
+    found = _TENSORSTORE_OS_ERROR.search(str(current))
+    if found:
+      return int(found[1]), current
+  return None
 
 
 def _cannot_save(manager: ocp.CheckpointManager, step: int | None, reason: str,
@@ -241,9 +272,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
     raise _save_failed(manager, _in_flight.pop(manager), error) from error
 
 
-def _reason(error: Exception) -> str:
-  text = ' '.join(str(error).split()).split(' See full TensorStore details')[0]
-  return f'{type(error).__name__}: {text[:160]}'
+def _reason(error: BaseException) -> str:
+  """'Type: message' of `error` on one line, cut short; of the error it was raised from when it
+  is a plain Exception (Orbax's wrapper of a failed read, which adds only the array's index and
+  the store's long spec)."""
+  while type(error) is Exception and error.__cause__ is not None:
+    error = error.__cause__
+  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ with a `ValueError` naming the field, the value and what is allowed, instead of 
 later or a run that silently trains something else.
 """
 
+import logging
 import math
 import numbers
 from collections.abc import Sequence
@@ -14,14 +15,15 @@ import jax
 import ml_collections
 from etils import epath
 
-from ran_jax.data import synthetic
-from ran_jax.data.datasets import DATASETS, FOLDER, IMAGE_LAYOUTS
+from ran_jax.data import sources
+from ran_jax.data.datasets import RECIPES
 from ran_jax.models import create_model, list_models
 from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STRUCTURES
 from ran_jax.models.network import REMAT, REMAT_POLICIES
-from ran_jax.train.optim import SCHEDULES
+from ran_jax.experiments.network import model_overrides
 
 DTYPES = ('float32', 'bfloat16')
+SCHEDULES = ('piecewise', 'cosine')  # of the learning rate (`ran_jax.train.optim`)
 POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'image_size', 'eval_image_size',
                  'shuffle_buffer', 'prefetch_to_device', 'log_every_steps', 'eval_every_steps',
                  'checkpoint_every_steps', 'lr_reference_batch_size')
@@ -32,15 +34,27 @@ MODEL_CHOICES = {'attention': ATTENTION_KINDS, 'mask_activation': MASK_ACTIVATIO
                  'mask_structure': MASK_STRUCTURES,
                  'remat': REMAT, 'remat_policy': tuple(REMAT_POLICIES)}
 FREEZE = ('none', 'backbone')
-FROM_FOLDER = ('image_size', 'eval_image_size')  # None: from the images (dataset image_folder)
+FROM_DATA = ('image_size', 'eval_image_size')  # None: from the data, where it decides them
+# Fields renamed: {former name: current name}. A config may still give the former one.
+RENAMED = {'image_layout': 'recipe'}
 # Fields of other spellings of the schedule, which would otherwise be silently ignored.
 REPLACED = {'lr_boundaries': 'lr_decay_epochs', 'warmup_steps': 'warmup_epochs'}
 
 
-def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The set fields of `config.model` other than `name`: they override the preset's."""
-  return {key: value for key, value in config.model.items()
-          if key != 'name' and value is not None}
+def with_current_names(config: ml_collections.ConfigDict, *,
+                       warn: bool = True) -> ml_collections.ConfigDict:
+  """`config` with each field set under its former name (`RENAMED`) moved to its current one,
+  with a one-line warning (`warn`); `config` itself when there is none."""
+  for old, new in RENAMED.items():
+    value = config.get(old)
+    if value is None:
+      continue
+    if warn:
+      logging.warning('%s is the former name of %s: read as --config.%s=%s', old, new, new, value)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config[new], config[old] = value, None
+  return config
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str | None, *,
@@ -57,7 +71,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None, *,
   _check_names(config)
   _check_numbers(config)
   _check_schedule(config)
-  _check_folder(config)
+  _check_source_fields(config)
   _check_fine_tuning(config)
   if config.model.name is not None and None not in (config.image_size, config.eval_image_size):
     check_model(config)  # else once the data has given them
@@ -86,10 +100,9 @@ def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
 
 
 def _check_names(config: ml_collections.ConfigDict) -> None:
-  folder = config.dataset == FOLDER
-  if not (folder and config.model.name is None):
+  _choice('dataset', config.dataset, sources.names())
+  if not (sources.source_of(config).sizes_from_data and config.model.name is None):
     _choice('model.name', config.model.name, list_models())
-  _choice('dataset', config.dataset, [*sorted(DATASETS), FOLDER, synthetic.NAME])
   if config.dtype == 'float16':
     _fail('dtype', config.dtype, 'training in float16 would need loss scaling, which this '
           'trainer does not do; use bfloat16 (the range of float32 at half the memory) or '
@@ -107,7 +120,7 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
 def _check_numbers(config: ml_collections.ConfigDict) -> None:
   for field in POSITIVE_INTS:
     value = config[field]
-    if value is None and field in FROM_FOLDER and config.dataset == FOLDER:
+    if value is None and field in FROM_DATA and sources.source_of(config).sizes_from_data:
       continue
     if not _is_int(value) or value < 1:
       _fail(field, value, 'it must be an integer >= 1')
@@ -129,19 +142,36 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
         lambda v: 0 <= v < 1)
 
 
-def _check_folder(config: ml_collections.ConfigDict) -> None:
-  if config.dataset != FOLDER:
-    return
+def _check_source_fields(config: ml_collections.ConfigDict) -> None:
+  """The fields only the config's data source reads (`DataSource.fields`)."""
+  for field in sources.source_of(config).fields:
+    SOURCE_FIELD_CHECKS[field](config)
+
+
+def _check_folder_path(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config.get('folder'), str) or not config.folder:
     _fail('folder', config.get('folder'), 'give the directory of your images, one subfolder per '
           'class: --config.folder=DIR')
-  _real('val_fraction', config.val_fraction, 'it must be in (0, 1), e.g. 0.1',
-        lambda v: 0 < v < 1)
+
+
+def _check_split_seed(config: ml_collections.ConfigDict) -> None:
   if not _is_int(config.split_seed) or not 0 <= config.split_seed < 2**31:
     _fail('split_seed', config.split_seed, 'it must be an integer in [0, 2**31)')
-  _choice('image_layout', config.image_layout, IMAGE_LAYOUTS)
+
+
+def _check_flip(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config.flip, bool):
     _fail('flip', config.flip, 'use True or False')
+
+
+SOURCE_FIELD_CHECKS = {
+    'folder': _check_folder_path,
+    'val_fraction': lambda config: _real('val_fraction', config.val_fraction,
+                                         'it must be in (0, 1), e.g. 0.1', lambda v: 0 < v < 1),
+    'split_seed': _check_split_seed,
+    'recipe': lambda config: _choice('recipe', config.recipe, RECIPES),
+    'flip': _check_flip,
+}
 
 
 def _check_fine_tuning(config: ml_collections.ConfigDict) -> None:
@@ -209,7 +239,7 @@ def check_model(config: ml_collections.ConfigDict) -> None:
       model.check_input((1, size, size, 3))
     except ValueError as error:
       _fail(field, size, str(error), where=f' for {name!r}')
-    native = DATASETS[config.dataset].image_size if config.dataset in DATASETS else None
+    native = sources.source_of(config).native_image_size
     if native is not None and size != native:
       _fail(field, size, f'{config.dataset} images are used at their own size; set '
             f'--config.{field}={native}')

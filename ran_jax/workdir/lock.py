@@ -23,7 +23,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from ran_jax.train.errors import WorkdirBusyError, WorkdirError, describe_os_error
+from ran_jax.process.errors import WorkdirBusyError, WorkdirError, describe_os_error
 
 LOCK_NAME = 'run.lock'
 HEARTBEAT_SECONDS = 30.0

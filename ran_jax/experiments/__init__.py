@@ -1,0 +1,1 @@
+"""The experiment configs: their checks, the network a config names, the catalogue."""

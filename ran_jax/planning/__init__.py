@@ -1,0 +1,1 @@
+"""Planning for accelerators: TPU types and the memory of the compiled steps."""

@@ -1,0 +1,1 @@
+"""What a run reports: metric writers and TensorBoard mask images."""
