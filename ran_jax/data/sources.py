@@ -10,6 +10,8 @@ an entry in `KINDS`. Imports no TensorFlow (the TFDS kinds import it when they o
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -17,7 +19,8 @@ import ml_collections
 import numpy as np
 
 from ran_jax.data import normalize, synthetic
-from ran_jax.data.datasets import DATASETS, FOLDER, DatasetSpec, DatasetUnavailableError
+from ran_jax.data.datasets import (DATASETS, FOLDER, RECIPES, DatasetSpec,
+                                   DatasetUnavailableError)
 from ran_jax.data.source import InputFacts, InputSource
 
 if TYPE_CHECKING:
@@ -31,12 +34,10 @@ class DataSource:
   """One kind of data (see the module docstring), for one config.
 
   Attributes:
-    fields: config fields that only this kind reads (`ran_jax.experiments.checks` checks them).
     sizes_from_data: the image sizes and `model.name` may be left unset: the data gives them.
     has_eval_images: its evaluation examples are real images (for mask images).
     native_image_size: the side its images are used at, whatever the config says (None: any).
   """
-  fields: tuple[str, ...] = ()
   sizes_from_data = False
   has_eval_images = True
   native_image_size: int | None = None
@@ -44,6 +45,11 @@ class DataSource:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.name = config.dataset
+
+  def field_rules(self) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """The config fields only this kind reads: {field: (allows(value), what is allowed)}
+    (`ran_jax.experiments.checks` applies them before any data is read)."""
+    return {}
 
   def open(self, *, may_download: bool = True) -> InputSource:
     """The input of this process, prepared first where needed; `may_download` False prepares
@@ -143,8 +149,24 @@ class TfdsSource(DataSource):
 
 class FolderSource(DataSource):
   """A folder of images, one subfolder per class (`ran_jax.data.image_folder`)."""
-  fields = ('folder', 'val_fraction', 'split_seed', 'recipe', 'flip')
   sizes_from_data = True
+
+  def field_rules(self) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    def number(value: Any) -> bool:
+      return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    return {
+        'folder': (lambda value: isinstance(value, str) and bool(value),
+                   'give the directory of your images, one subfolder per class: '
+                   '--config.folder=DIR'),
+        'val_fraction': (lambda value: number(value) and 0 < value < 1,
+                         'it must be in (0, 1), e.g. 0.1'),
+        'split_seed': (lambda value: (isinstance(value, numbers.Integral) and number(value)
+                                      and 0 <= value < 2**31),
+                       'it must be an integer in [0, 2**31)'),
+        'recipe': (lambda value: value in RECIPES, f'choose one of {", ".join(RECIPES)}'),
+        'flip': (lambda value: isinstance(value, bool), 'use True or False'),
+    }
 
   def open(self, *, may_download: bool = True) -> InputSource:
     del may_download  # the images are local

@@ -16,7 +16,6 @@ import ml_collections
 from etils import epath
 
 from ran_jax.data import sources
-from ran_jax.data.datasets import RECIPES
 from ran_jax.models import create_model, list_models
 from ran_jax.models.attention import ATTENTION_KINDS, MASK_ACTIVATIONS, MASK_STRUCTURES
 from ran_jax.models.network import REMAT, REMAT_POLICIES
@@ -143,35 +142,10 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_source_fields(config: ml_collections.ConfigDict) -> None:
-  """The fields only the config's data source reads (`DataSource.fields`)."""
-  for field in sources.source_of(config).fields:
-    SOURCE_FIELD_CHECKS[field](config)
-
-
-def _check_folder_path(config: ml_collections.ConfigDict) -> None:
-  if not isinstance(config.get('folder'), str) or not config.folder:
-    _fail('folder', config.get('folder'), 'give the directory of your images, one subfolder per '
-          'class: --config.folder=DIR')
-
-
-def _check_split_seed(config: ml_collections.ConfigDict) -> None:
-  if not _is_int(config.split_seed) or not 0 <= config.split_seed < 2**31:
-    _fail('split_seed', config.split_seed, 'it must be an integer in [0, 2**31)')
-
-
-def _check_flip(config: ml_collections.ConfigDict) -> None:
-  if not isinstance(config.flip, bool):
-    _fail('flip', config.flip, 'use True or False')
-
-
-SOURCE_FIELD_CHECKS = {
-    'folder': _check_folder_path,
-    'val_fraction': lambda config: _real('val_fraction', config.val_fraction,
-                                         'it must be in (0, 1), e.g. 0.1', lambda v: 0 < v < 1),
-    'split_seed': _check_split_seed,
-    'recipe': lambda config: _choice('recipe', config.recipe, RECIPES),
-    'flip': _check_flip,
-}
+  """The fields only the config's data source reads (`DataSource.field_rules`)."""
+  for field, (allows, allowed) in sources.source_of(config).field_rules().items():
+    if not allows(config.get(field)):
+      _fail(field, config.get(field), allowed)
 
 
 def _check_fine_tuning(config: ml_collections.ConfigDict) -> None:

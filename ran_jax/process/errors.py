@@ -1,5 +1,7 @@
 """Errors that end a training run with one clear line, and the exit status of a preemption."""
 
+from collections.abc import Iterator
+
 # EX_TEMPFAIL: stopped by SIGTERM/SIGINT (or a preemption notice) after saving a checkpoint.
 # Schedulers can requeue on it; rerunning the same command resumes.
 EXIT_PREEMPTED = 75
@@ -33,19 +35,23 @@ class CheckpointSaveError(TrainingError):
   """A checkpoint could not be written (no space, a read-only or broken file system)."""
 
 
-def os_error_in(error: BaseException) -> OSError | None:
-  """The first OSError in `error`, its causes and contexts, or the groups among them."""
+def chain(error: BaseException) -> Iterator[BaseException]:
+  """`error`, its causes and contexts, and the members of the groups among them, once each."""
   seen, todo = set(), [error]
   while todo:
     current = todo.pop(0)
     if current is None or id(current) in seen:
       continue
     seen.add(id(current))
-    if isinstance(current, OSError) and current.strerror:
-      return current
+    yield current
     todo.extend(getattr(current, 'exceptions', ()))  # ExceptionGroup
     todo.extend((current.__cause__, current.__context__))
-  return None
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+  """The first OSError in `error`, its causes and contexts, or the groups among them."""
+  return next((current for current in chain(error)
+               if isinstance(current, OSError) and current.strerror), None)
 
 
 def describe_os_error(error: OSError) -> str:

@@ -31,7 +31,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from ran_jax.models import layout
-from ran_jax.process.errors import (CheckpointError, CheckpointSaveError, NonFiniteError,
+from ran_jax.process.errors import (CheckpointError, CheckpointSaveError, NonFiniteError, chain,
                                     describe_os_error, os_error_in)
 
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'close_manager', 'has_steps',
@@ -108,22 +108,9 @@ def _save_failed(manager: ocp.CheckpointManager, step: int | None,
                       f'({_reason(error)})', code in _DISK_FULL)
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-  """`error`, its causes and contexts, and the members of the groups among them, once each."""
-  seen, todo = set(), [error]
-  while todo:
-    current = todo.pop(0)
-    if current is None or id(current) in seen:
-      continue
-    seen.add(id(current))
-    yield current
-    todo.extend(getattr(current, 'exceptions', ()))  # ExceptionGroup
-    todo.extend((current.__cause__, current.__context__))
-
-
 def _tensorstore_os_error(error: BaseException) -> tuple[int, BaseException] | None:
   """(errno, error) of the first TensorStore error in `error`'s chain that names an OS error."""
-  for current in _chain(error):
+  for current in chain(error):
     found = _TENSORSTORE_OS_ERROR.search(str(current))
     if found:
       return int(found[1]), current
