@@ -9,7 +9,7 @@ DIR/train/<class>/ and DIR/val/<class>/ (or validation/, test/). Without a split
 `split_seed`: the same on every host and every rerun. The images are prepared once as a TFDS
 dataset in data_dir (~/tensorflow_datasets/folder_images/ by default); a folder that changed is
 prepared again. Class names are the folder names, sorted; they are saved with the run
-(W/dataset.json), so predict and visualize --image need W, not DIR (visualize --num_examples
+(W/run.json), so predict and visualize --image need W, not DIR (visualize --num_examples
 reads the folder's eval images: give --config.folder too).
 
 Defaults from the data (see ran_jax/data/image_folder.py):
@@ -19,7 +19,7 @@ Defaults from the data (see ran_jax/data/image_folder.py):
     --config.image_size, --config.model.name and --config.recipe override them
     (--config.image_layout, the former name of --config.recipe, still works).
   - normalisation: per-channel mean and std of the training images.
-Recipe: batch 32, lr 0.05 (0.1 at batch 64) with a linear warm-up over 2 epochs and cosine
+Training: batch 32, lr 0.05 (0.1 at batch 64) with a linear warm-up over 2 epochs and cosine
 decay over 30 epochs, weight decay 5e-4: a few hundred small images train to a useful model
 on 2 CPU cores in minutes (the README gives a measured run).
 

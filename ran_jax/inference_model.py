@@ -93,7 +93,7 @@ def load_for_inference(config: ml_collections.ConfigDict | None,
                        config.image_size, config.eval_image_size)
   else:
     facts = source.trained_run_facts(workdir)
-  config = build.with_data_defaults(config, source.data_defaults(facts))
+  config = build.with_data_defaults(config, source.data_defaults(facts), replace=record is None)
   model = build_model(config, facts.num_classes)
   replicated = mesh_lib.replicated(mesh_lib.make_mesh(jax.local_devices()[:1]))
 

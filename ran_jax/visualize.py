@@ -63,17 +63,24 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
   from ran_jax import inference_model
   from ran_jax.data import sources
   from ran_jax.masks import forward as forward_lib
+  from ran_jax.train import build
+  from ran_jax.workdir import run_record
   if FLAGS.image is not None:
     loaded = inference_model.load_for_inference(config, workdir)
     files = inference_model.load_files(FLAGS.image, loaded)
     captions = tuple(os.path.basename(path) for path in files.captions)
     return loaded, forward_lib.Inputs(files.batch, files.pixels, captions)
-  loaded = inference_model.load_for_inference(config, workdir)
-  source = sources.source_of(loaded.config)  # at the run's image sizes
+  inference_model.check_has_checkpoint(workdir)  # before the dataset work
+  config, record = run_record.resolve(config, workdir)
+  source = sources.source_of(config)
   if not source.has_eval_images:
-    raise ValueError(f'the {loaded.config.dataset!r} dataset has no eval images; show image '
-                     'files with --image=FILE instead of --num_examples')
+    raise ValueError(f'the {config.dataset!r} dataset has no eval images; show image files '
+                     'with --image=FILE instead of --num_examples')
+  if record is None and source.sizes_from_data:  # the sizes the run saved (a record has them)
+    facts = source.trained_run_facts(workdir)
+    config = build.with_data_defaults(config, source.data_defaults(facts), replace=True)
   evaluation = source.open(may_download=False)  # only data that needs no download is prepared
+  loaded = inference_model.load_for_inference(config, workdir)
   if evaluation.class_names != loaded.class_names:
     raise ValueError(f'the eval split now has the classes {list(evaluation.class_names)}, but '
                      f'the run was trained on {list(loaded.class_names)}; show image files with '
@@ -81,7 +88,7 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
   inputs = forward_lib.first_eval_examples(evaluation, FLAGS.num_examples)
   if len(inputs.captions) < FLAGS.num_examples:
     raise ValueError(f'--num_examples={FLAGS.num_examples}, but the eval split of '
-                     f'{loaded.config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
+                     f'{config.dataset} has only {len(inputs.captions)} examples; ask for fewer')
   return loaded, inputs
 
 

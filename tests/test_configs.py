@@ -13,7 +13,7 @@ from ml_collections import config_flags
 from ran_jax import configs as configs_command
 from ran_jax.experiments import catalogue
 from ran_jax.data.builders import make_builder
-from ran_jax.data.datasets import DATASETS, FOLDER
+from ran_jax.data.datasets import DATASETS
 from ran_jax.models import count_params
 from ran_jax.experiments import checks
 from ran_jax.data import sources
@@ -133,7 +133,8 @@ def test_unknown_variant_names_the_valid_ones():
     module.get_config('attention92,20')
 
 
-def test_list_prints_one_row_per_experiment(capsys):
+def test_list_prints_one_row_per_experiment(capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # away from the checkout: its configs/ are found beside the package
   assert configs_command.main(['--list']) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].split()[:4] == ['config', 'variant', 'model', 'dataset']

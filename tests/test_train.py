@@ -22,7 +22,7 @@ from ran_jax.data import device_batches
 from ran_jax.data import sources
 from ran_jax.experiments import checks
 from ran_jax.experiments.network import build_model
-from ran_jax.train import build, loop, optim, steps
+from ran_jax.train import loop, optim, steps
 from ran_jax.workdir import checkpoints
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.workdir.checkpoints import CheckpointError

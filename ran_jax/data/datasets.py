@@ -64,7 +64,7 @@ DATASETS = {
                             num_train_examples=50_000, pad=4,
                             image_size=32),
     # No augmentation: a shift of one pixel is an eighth of a centred 8x8 digit, and the
-    # short demo recipe reaches its accuracy sooner without it.
+    # short demo training reaches its accuracy sooner without it.
     'digits': DatasetSpec('digits', 'train', 'test', 'small', num_classes=10,
                           num_train_examples=1_437, channels=1, pad=0,
                           flip=False, image_size=8, embedded=True),

@@ -44,7 +44,6 @@ class DataSource:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.name = config.dataset
 
   def field_rules(self) -> dict[str, tuple[Callable[[Any], bool], str]]:
     """The config fields only this kind reads: {field: (allows(value), what is allowed)}
@@ -169,13 +168,15 @@ class FolderSource(DataSource):
     }
 
   def open(self, *, may_download: bool = True) -> InputSource:
+    """The folder's images, prepared first if needed (training requires `folder`; tools that
+    read a folder run's eval images need it given)."""
     del may_download  # the images are local
     from ran_jax.data import pipeline
     from ran_jax.data.folder_listing import FolderOptions
     config = self.config
     if not config.get('folder'):
-      raise ValueError('the images of a folder run are read from its folder: give '
-                       '--config.folder=DIR')
+      raise ValueError('the eval images of a folder run are read from the folder: give '
+                       '--config.folder=DIR, or show image files with --image=FILE')
     pipeline.hide_accelerators_from_tensorflow()
     options = FolderOptions(config.folder, config.val_fraction, config.split_seed,
                             config.recipe, config.flip)

@@ -43,7 +43,7 @@ def default_directory() -> pathlib.Path:
   local = pathlib.Path.cwd() / PACKAGE
   if (local / 'base.py').is_file():
     return local
-  return pathlib.Path(__file__).resolve().parent.parent / PACKAGE
+  return pathlib.Path(__file__).resolve().parents[2] / PACKAGE
 
 
 def import_config_module(directory: pathlib.Path, stem: str) -> ModuleType:

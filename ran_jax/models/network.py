@@ -26,7 +26,7 @@ REMAT_POLICIES = {
 
 class AttentionStage(nn.Module):
   """A transition unit (`transition`), attention modules `module1`, ..., then plain units
-  `tail1`, ... (the CIFAR layout has one). With `scan`, each run of identical blocks is one
+  `tail1`, ... (the CIFAR networks have one). With `scan`, each run of identical blocks is one
   `nn.scan` loop (`ran_jax.models.layout`)."""
   features: int
   num_modules: int

@@ -18,7 +18,7 @@ pixels, each stage = a transition unit, m modules and one closing unit, mask poo
 (paper: 1.9M) and attention236_cifar 5,084,762 (paper: 5.1M). attention452_cifar
 (m=6, p=2, t=4, r=3, depth 3 * 6 * 3 * (2p + t) + 20 = 452) comes to 10,181,210, against
 the paper's 8.6M: the paper does not define this model, and no reading that keeps
-p=2, t=4, r=3, the widths above and depth 452 gives 8.6M, so we keep the layout shared
+p=2, t=4, r=3, the widths above and depth 452 gives 8.6M, so we keep the structure shared
 with the other CIFAR presets and report the difference rather than invent one.
 
 attentioninception56 is Attention-56 (modules 1/1/1) with `PreActInception` units in
@@ -28,11 +28,11 @@ AttentionInception-56 (the paper does not define the unit; see its docstring).
 
 No-mask baselines (attention='none': every module is its p + t + p trunk units in a row, so
 the network is a plain pre-activation ResNet):
-  resnet164_cifar  the attention164_cifar layout without masks: 3 stages of 1 + 4 * 4 + 1 =
+  resnet164_cifar  the attention164_cifar structure without masks: 3 stages of 1 + 4 * 4 + 1 =
                    18 bottleneck units, widths 64/128/256, a 16-channel 3x3 stem, i.e.
-                   ResNet-164's layout. 1,703,258 parameters with 10 classes (published:
+                   ResNet-164's structure. 1,703,258 parameters with 10 classes (published:
                    1.7M), 1,726,388 with 100; 0.248 G multiply-adds at 32x32.
-  resnet200        ImageNet layout with modules 1/5/9. A no-mask network with modules
+  resnet200        ImageNet stem with modules 1/5/9. A no-mask network with modules
                    (a, b, c) has 1 + 4a, 1 + 4b, 1 + 4c and 3 units per stage and depth
                    12 (a + b + c) + 20, so depth 200 needs a + b + c = 15. Against He et
                    al.'s ResNet-200 (units 3/24/36/3; 64.7M parameters, 15.0 G multiply-

@@ -2,8 +2,8 @@
 initialiser and restore target, and the jitted steps.
 
 `build_network`, `build_training` and `jit_config_steps` are what every run compiles: the
-trainer (`ran_jax.train.loop`) and the memory planner (`ran_jax.plan`) build through them,
-each once per start.
+trainer (`ran_jax.train.loop`, once per start) and the memory planner (`ran_jax.plan`, once
+per compile) build through them.
 """
 
 import dataclasses
@@ -103,10 +103,11 @@ def jit_config_steps(config: ml_collections.ConfigDict, training: Training, mesh
                    input_fn=normalizer)
 
 
-def with_data_defaults(config: ml_collections.ConfigDict,
-                       defaults: dict[str, Any]) -> ml_collections.ConfigDict:
+def with_data_defaults(config: ml_collections.ConfigDict, defaults: dict[str, Any], *,
+                       replace: bool = False) -> ml_collections.ConfigDict:
   """`config` with the fields its data decides (`DataSource.data_defaults`: {dotted field:
-  value}) set where they are unset, then checked; `config` itself when there are none."""
+  value}) set where they are unset (everywhere with `replace`: what a trained run saved),
+  then checked; `config` itself when there are none."""
   if not defaults:
     return config
   config = config.copy_and_resolve_references()
@@ -115,7 +116,7 @@ def with_data_defaults(config: ml_collections.ConfigDict,
     node = config
     for parent in parents:
       node = node[parent]
-    if node.get(name) is None:
+    if replace or node.get(name) is None:
       with node.unlocked():
         node[name] = value
   check_model(config)
