@@ -107,12 +107,14 @@ def main(argv: list[str]) -> None:
     except (RuntimeError, ValueError) as error:
       cli.fail(f'jax.distributed.initialize() failed: {error}')
   from ran_jax.data.datasets import DatasetUnavailableError
-  from ran_jax.process.errors import Preempted, TrainingError
+  from ran_jax.process.errors import BatchTooLargeError, Preempted, TrainingError
   from ran_jax.train.loop import train_and_evaluate
   try:  # checks the config first, before TensorFlow is imported: a bad value stops at once
     train_and_evaluate(_config(), FLAGS.workdir)
   except Preempted as stop:
     _end(str(stop), EXIT_PREEMPTED)
+  except BatchTooLargeError as error:
+    _end(f'error: {_fitting_batch_line(error)}', EXIT_ERROR)
   except (ValueError, DatasetUnavailableError, TrainingError) as error:
     logging.debug('Stopped by an error', exc_info=True)
     _end(f'error: {error} (--verbosity=1 shows where it was raised)', EXIT_ERROR)
@@ -126,12 +128,21 @@ def main(argv: list[str]) -> None:
          'was raised; please report it)', EXIT_ERROR)
 
 
+def _fitting_batch_line(error) -> str:
+  """The line of a step too large for the devices, naming a batch that the planner compiled
+  and found to fit (the error's own line if the search itself fails)."""
+  import jax
+  from ran_jax.planning.memory_plan import fitting_batch_line
+  try:
+    return fitting_batch_line(error, jax.devices())
+  except Exception:  # the search is advice: the error itself still says what to do
+    logging.debug('The search for a batch that fits failed', exc_info=True)
+    return str(error)
+
+
 def run() -> None:
   """The command line: `python -m ran_jax.main`."""
-  try:
-    app.run(main, flags_parser=parse_flags)
-  except stop_signals.StopRequested as stop:
-    _end(str(stop), EXIT_PREEMPTED)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

@@ -49,7 +49,8 @@ flags.DEFINE_bool('try_remat', True, 'When the train step does not fit, try each
                   'setting at the asked batch.')
 flags.DEFINE_integer('batch_multiple', 8, 'Per-device batches searched are multiples of this.',
                      lower_bound=1)
-flags.DEFINE_integer('max_compiles', 4, 'Compiles the batch search may add.', lower_bound=1)
+flags.DEFINE_integer('max_compiles', 4, 'Compiles the batch search may make once a batch '
+                     'fits (until then it goes on down, refusals being quick).', lower_bound=1)
 flags.DEFINE_float('capacity_gib', None, 'Memory per device to plan against, in GiB '
                    '(default: the TPU generation\'s HBM, or what a local device reports).',
                    lower_bound=0.001)
@@ -196,6 +197,7 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
                                  multiple=multiple, max_compiles=max_compiles)
     plan['largest_per_device_batch'] = found.largest
     plan['largest_confirmed'] = found.confirmed_above
+    plan['smallest_refused_per_device_batch'] = found.smallest_refused
   if try_remat and not plan['fits'] and capacity is not None:
     plan['remat_that_fits'] = None
     for remat in REMAT_TRIES:
@@ -241,11 +243,13 @@ def format_plan(plan: dict) -> str:
                f'{"fits" if plan["fits"] else "does not fit"}')
   if 'largest_per_device_batch' in plan:
     largest = plan['largest_per_device_batch']
+    refused = plan.get('smallest_refused_per_device_batch')
     lines.append('largest per-device batch that fits: ' + (
-        'none (not even the smallest searched)' if largest is None else
+        'none (not even one image per device)' if largest is None else
         f'{largest} (global {largest * plan["devices"]}; ' +
         ('the next multiple does not fit)' if plan['largest_confirmed'] else
-         'larger ones not all compiled)')))
+         f'confirmed to fit; {refused} does not, the batches between were not compiled)'
+         if refused is not None else 'larger ones not compiled)')))
   if 'remat_that_fits' in plan:
     remat = plan['remat_that_fits']
     lines.append(f'--config.model.remat={remat} makes the asked batch fit' if remat else

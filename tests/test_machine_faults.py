@@ -72,8 +72,8 @@ def test_disk_full_ends_with_one_line_and_the_last_good_checkpoint_resumes(tmp_p
     line = assert_one_closing_line(result.stderr, result.returncode)
     match = re.fullmatch(
         rf'error: Could not save the checkpoint of step (\d+) in {workdir}/checkpoints: no '
-        r'space left on device \([\d.]+ MiB free; a save needs about [\d.]+ MiB, 2 times the '
-        r'last checkpoint\); the last good checkpoint, of step (\d+), is kept\. Then free space '
+        r'space left on device \([\d.]+ MiB free; a save needs about [\d.]+ MiB, 2 times a '
+        r'checkpoint\); the last good checkpoint, of step (\d+), is kept\. Then free space '
         r'there .* and run the same command to resume from it\. .*', line)
     assert match, line
     good = int(match[2])

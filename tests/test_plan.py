@@ -111,11 +111,33 @@ def test_search_when_nothing_fits_and_when_compiles_run_out():
   calls = []
   compile_at = fake_compile(fixed=8 * GIB, per_image=GIB, calls=calls)
   found = search_largest_batch(compile_at, 4 * GIB, [compile_at(64)], multiple=8)
-  assert found.largest is None and found.confirmed_above and min(calls) == 8
+  assert found.largest is None and found.confirmed_above and min(calls) == 1
   calls = []
   compile_at = fake_compile(fixed=0, per_image=2**20, calls=calls)
   found = search_largest_batch(compile_at, 1000 * 2**20, [], multiple=8, max_compiles=1)
   assert calls == [8] and found.largest == 8 and not found.confirmed_above
+
+
+def test_search_goes_on_down_until_a_batch_fits():
+  """Refusals that give no byte count (halving) or one (a jump to where it would fit) are
+  not counted against `max_compiles`: the search always reports a fitting batch, the
+  smallest refused one above it, and "none" only when one image per device is refused."""
+  for says_bytes in (False, True):
+    calls = []
+    compile_at = fake_compile(fixed=GIB // 2, per_image=40 * 2**20, calls=calls, limit=30 * GIB)
+    refusing = compile_at if says_bytes else lambda batch: dataclasses.replace(
+        compile_at(batch), total_bytes=None)
+    found = search_largest_batch(refusing, 30 * GIB, [refusing(16384)], multiple=8,
+                                 max_compiles=2)
+    fits = [b for b in range(8, 16384, 8) if fake_compile(GIB // 2, 40 * 2**20, [])(b).fits(
+        30 * GIB)]
+    assert found.largest in fits and found.largest > max(fits) // 4, (says_bytes, calls)
+    assert found.smallest_refused > found.largest and not refusing(
+        found.smallest_refused).fits(30 * GIB)
+  calls = []
+  tiny = fake_compile(fixed=0, per_image=GIB, calls=calls, limit=4 * GIB)
+  found = search_largest_batch(tiny, 4 * GIB, [tiny(64)], multiple=8)
+  assert (found.largest, found.smallest_refused, found.confirmed_above) == (1, 8, True)
 
 
 def digits_config(**fields):

@@ -3,13 +3,14 @@
 
 import os
 import re
+import shutil
 import signal
+import time
 
 import pytest
-from training_jobs import Job, assert_log_lines_only, digits_flags
+from training_jobs import Job, assert_log_lines_only, digits_flags, job_env
 
 from ran_jax.process.errors import EXIT_PREEMPTED
-from ran_jax.process.stop_signals import StopRequested, StopSignals
 
 
 def saved_steps(workdir) -> list[int]:
@@ -55,8 +56,8 @@ def test_a_second_run_is_refused_and_after_sigkill_the_run_resumes_and_stops_on_
     tmp_path, start):
   """While a run trains, a second run of its workdir is refused. SIGKILL leaves the lock file
   behind: the next run takes it over at once and resumes. SIGHUP (a closed terminal or ssh
-  session) while that run restores and compiles, then SIGINT and SIGTERM before the save: it
-  saves the first step it finishes, once, waits for the write, and exits."""
+  session) once that run trains, then SIGINT and SIGTERM before the save: it saves the step it
+  finishes, once, waits for the write, and exits."""
   workdir = tmp_path / 'run'
   killed = start(workdir, checkpoint_every_steps=2)
   killed.wait_for_step(5)
@@ -71,25 +72,71 @@ def test_a_second_run_is_refused_and_after_sigkill_the_run_resumes_and_stops_on_
   unfinished = workdir / 'checkpoints' / f'{last + 1}.orbax-checkpoint-tmp'
   unfinished.mkdir()
   (unfinished / 'part').write_bytes(b'x' * 100)
-  resumed = start(workdir, checkpoint_every_steps=2)
+  resumed = start(workdir, checkpoint_every_steps=1)
   resumed.wait_for(rf'Restored checkpoint of step {last}')
+  resumed.wait_for_step(last + 1)
   resumed.signal(signal.SIGHUP)
   resumed.wait_for(r'SIGHUP received')
   resumed.signal(signal.SIGINT)
   resumed.signal(signal.SIGTERM)
-  assert assert_stopped(resumed, workdir, 'SIGHUP') == last + 1
+  assert assert_stopped(resumed, workdir, 'SIGHUP') > last
   assert resumed.output.count('received again') == 2
   assert 'Taking over the lock of a run that is gone' in resumed.output
   assert not unfinished.exists() and 'temporary directory' not in resumed.output  # Orbax's note
   assert_log_lines_only('\n'.join(resumed.lines[:-1]))  # no library's start-up lines
 
 
-def test_a_signal_while_interruptible_stops_at_once():
-  """Preparing a dataset can take hours with nothing to save: a signal stops it at once."""
-  with StopSignals() as stop:
-    with pytest.raises(StopRequested) as stopped, stop.interruptible('while loading the dataset'):
-      signal.raise_signal(signal.SIGHUP)
-      pytest.fail('the signal did not stop the interruptible work')
-    assert str(stopped.value) == ('Stopped by SIGHUP while loading the dataset; nothing needed '
-                                  'saving. Run the same command to resume.')
-    assert stop.received == 'SIGHUP'
+def files_of(workdir) -> dict[str, bytes]:
+  """Every file under `workdir/checkpoints`, by path: what a stop must leave as it was."""
+  root = workdir / 'checkpoints'
+  return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob('*'))
+          if path.is_file()}
+
+
+@pytest.fixture(scope='module')
+def trained(data_dir, tmp_path_factory):
+  """A work directory with the checkpoint of step 2."""
+  workdir = tmp_path_factory.mktemp('trained') / 'run'
+  job = Job(digits_flags(workdir, data_dir, num_train_steps=2))
+  assert job.finish() == 0, job.tail()
+  return workdir
+
+
+# Before the first step there is nothing to save: a signal in each phase of the start (the
+# log line after which it is sent) ends the process at once, naming the phase (or the next
+# one, if that phase ended first).
+PHASES = {
+    'loading the dataset': (r'Preparing digits in ', ('loading the dataset', 'compiling')),
+    'restoring the checkpoint': (r'Resuming from the checkpoint of step 2',
+                                 ('restoring the checkpoint', 'compiling')),
+    'compiling': (r'Compiling the train and eval steps', ('compiling',)),
+}
+
+
+@pytest.mark.parametrize('phase', sorted(PHASES))
+def test_a_signal_before_the_first_step_exits_at_once(phase, trained, data_dir, tmp_path):
+  """Within 5 s of the signal: exit status 75, one stop line naming the phase, no traceback,
+  the checkpoints as they were and the lock released. The compile runs with an empty
+  compilation cache (seconds of XLA in C++, where the main thread could not take a signal)."""
+  after, named = PHASES[phase]
+  workdir = tmp_path / 'run'
+  if phase == 'loading the dataset':
+    data_dir = tmp_path / 'tfds'  # digits prepared afresh
+  if phase == 'restoring the checkpoint':
+    shutil.copytree(trained, workdir)
+  before = files_of(workdir) if workdir.exists() else {}
+  env = job_env()
+  if phase == 'compiling':
+    env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'empty_cache')
+  job = Job(digits_flags(workdir, data_dir), env)
+  job.wait_for(after)
+  job.signal(signal.SIGTERM)
+  sent = time.monotonic()
+  assert job.finish() == EXIT_PREEMPTED, job.tail()
+  assert time.monotonic() - sent < 5, job.tail()
+  assert re.fullmatch(rf'Stopped by SIGTERM while ({"|".join(named)}); nothing needed saving\. '
+                      r'Run the same command to resume\.', job.last_line()), job.tail()
+  assert job.output.count('Stopped by') == 1
+  assert 'Traceback' not in job.output and 'Exception ignored' not in job.output
+  assert not (workdir / 'run.lock').exists()
+  assert (files_of(workdir) if (workdir / 'checkpoints').exists() else {}) == before

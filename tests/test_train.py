@@ -1,7 +1,10 @@
 """The training system end to end: sharding, resume, evaluation, checkpoints, configs."""
 
+import dataclasses
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import types
@@ -22,7 +25,9 @@ from ran_jax.data import device_batches
 from ran_jax.data import sources
 from ran_jax.experiments import checks
 from ran_jax.experiments.network import build_model
-from ran_jax.train import loop, optim, steps
+from ran_jax.planning import memory_plan
+from ran_jax.process.errors import BatchTooLargeError
+from ran_jax.train import compiled, loop, optim, steps
 from ran_jax.workdir import checkpoints
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.workdir.checkpoints import CheckpointError
@@ -117,6 +122,69 @@ def test_eight_devices_match_one_device_and_compile_once(monkeypatch):
 def straight_run(digits_config, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   return workdir, loop.train_and_evaluate(digits_config(), workdir)
+
+
+def test_steps_are_compiled_before_the_first_step_and_a_batch_too_large_is_refused(
+    digits_config, tmp_path, monkeypatch, caplog):
+  """The log names each step's compile and memory per device before any training step; a
+  batch whose step needs more than a device's memory stops the run there, and the line names a
+  batch per device that was compiled and fits (and the next one, which does not)."""
+  with caplog.at_level(logging.INFO):
+    loop.train_and_evaluate(digits_config(), str(tmp_path / 'fits'))
+  lines = [record.getMessage() for record in caplog.records]
+  compiled_at = [i for i, line in enumerate(lines) if re.fullmatch(
+      r'The (train|eval) step at \d+ images per device: (compiled|read from the compilation '
+      r'cache) in [\d.]+ s; [\d.]+ GiB per device \(.*\)\.', line)]
+  first_step = next(i for i, line in enumerate(lines) if re.match(r'Step \d+/', line))
+  assert len(compiled_at) == 2 and max(compiled_at) < first_step, lines
+  capacity = {}
+  monkeypatch.setattr(compiled, 'device_capacity', lambda mesh: capacity['bytes'])
+  capacity['bytes'] = 1  # nothing fits: the error gives the asked batch's memory
+  with pytest.raises(BatchTooLargeError) as too_large:
+    loop.train_and_evaluate(digits_config(), str(tmp_path / 'refused'))
+  asked = too_large.value.memory.total
+  capacity['bytes'] = asked // 2
+  with pytest.raises(BatchTooLargeError) as too_large:
+    loop.train_and_evaluate(digits_config(), str(tmp_path / 'refused'))
+  assert not (tmp_path / 'refused' / 'checkpoints').exists() or not os.listdir(
+      tmp_path / 'refused' / 'checkpoints')
+  devices = jax.device_count()
+  line = memory_plan.fitting_batch_line(too_large.value, jax.devices())
+  match = re.fullmatch(rf'the train step at {32 // devices} images per device needs [\d.]+ GiB per '
+                       r'device, more than the [\d.]+ GiB a device has; (\d+) images per device '
+                       r'fit \(--config.batch_size=(\d+); compiled to confirm it, and (\d+) does '
+                       r'not\), or lower its memory with --config.model.remat=full \(.*\)', line)
+  assert match and int(match[2]) == int(match[1]) * devices, line
+  builder = memory_plan.StepBuilder(too_large.value.config, jax.devices(),
+                                    facts=too_large.value.facts)
+  fits, refused = (builder.compile(step='train', per_device_batch=int(batch))
+                   for batch in (match[1], match[3]))
+  assert fits.memory.total <= capacity['bytes'] < refused.memory.total
+
+
+def test_metrics_of_a_log_step_are_fetched_after_the_next_step_is_queued(digits_config,
+                                                                          tmp_path, monkeypatch):
+  """Log steps 2 and 4 are fetched once steps 3 and 5 are queued, so the devices never wait
+  for the host; the last step (a save and an evaluation follow) is fetched at once."""
+  queued, fetched = [0], []
+  real_compile, real_mean = compiled.compile_steps, loop.mean_train_metrics
+
+  def counting_compile(*args, **kwargs):
+    steps = real_compile(*args, **kwargs)
+
+    def train(state, batch):
+      queued[0] += 1
+      return steps.train(state, batch)
+    return dataclasses.replace(steps, train=train)
+
+  def recording_mean(pending):
+    fetched.append(queued[0])
+    return real_mean(pending)
+
+  monkeypatch.setattr(compiled, 'compile_steps', counting_compile)
+  monkeypatch.setattr(loop, 'mean_train_metrics', recording_mean)
+  loop.train_and_evaluate(digits_config(), str(tmp_path))
+  assert fetched == [3, 5, 6]
 
 
 def test_run_writes_eval_results_and_checkpoint(straight_run):

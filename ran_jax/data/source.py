@@ -37,6 +37,21 @@ class InputFacts:
     return len(self.class_names)
 
 
+def batch_shapes(facts: InputFacts, batch_size: int, image_size: int, *,
+                 train: bool) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch of an input with `facts` for the train step (`train`) or the eval step:
+  uint8 images and labels; the 'small' recipe adds each example's crop (top, left, flipped),
+  evaluation `mask`."""
+  shapes = {'image': jax.ShapeDtypeStruct(
+      (batch_size, image_size, image_size, facts.channels), np.uint8),
+            'label': jax.ShapeDtypeStruct((batch_size,), np.int32)}
+  if facts.normalizer.crops:
+    shapes['crop'] = jax.ShapeDtypeStruct((batch_size, 3), np.int32)
+  if not train:
+    shapes['mask'] = jax.ShapeDtypeStruct((batch_size,), np.bool_)
+  return shapes
+
+
 class InputSource(Protocol):
   """The opened input of one process: its batches, as global arrays on the devices.
 

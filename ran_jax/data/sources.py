@@ -21,7 +21,7 @@ import numpy as np
 from ran_jax.data import normalize, synthetic
 from ran_jax.data.datasets import (DATASETS, FOLDER, RECIPES, DatasetSpec,
                                    DatasetUnavailableError)
-from ran_jax.data.source import InputFacts, InputSource
+from ran_jax.data.source import InputFacts, InputSource, batch_shapes
 
 if TYPE_CHECKING:
   from ran_jax.data.pipeline import InputConfig
@@ -72,17 +72,9 @@ class DataSource:
 
   def batch_shapes(self, batch_size: int, image_size: int, *,
                    train: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global batch for the train step (`train`) or the eval step: uint8 images, labels;
-    the 'small' recipe adds each example's crop (top, left, flipped), evaluation `mask`."""
-    facts = self.planning_facts()
-    shapes = {'image': jax.ShapeDtypeStruct(
-        (batch_size, image_size, image_size, facts.channels), np.uint8),
-              'label': jax.ShapeDtypeStruct((batch_size,), np.int32)}
-    if facts.normalizer.crops:
-      shapes['crop'] = jax.ShapeDtypeStruct((batch_size, 3), np.int32)
-    if not train:
-      shapes['mask'] = jax.ShapeDtypeStruct((batch_size,), np.bool_)
-    return shapes
+    """The global batch for the train step (`train`) or the eval step (`source.batch_shapes`),
+    known without the data."""
+    return batch_shapes(self.planning_facts(), batch_size, image_size, train=train)
 
   def _input_config(self, **extra: Any) -> InputConfig:
     from ran_jax.data.pipeline import InputConfig

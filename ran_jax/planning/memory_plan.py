@@ -20,30 +20,22 @@ import jax
 import ml_collections
 
 from ran_jax.data import sources
+from ran_jax.data.source import InputFacts, batch_shapes
+from ran_jax.process.errors import BatchTooLargeError
 from ran_jax.experiments.network import build_model
 from ran_jax.models import model_costs
 from ran_jax.train import build
 from ran_jax.train import mesh as mesh_lib
+from ran_jax.train.compiled import StepMemory, memory_of
 
 STEPS = ('train', 'eval')
-# The TPU compiler's refusal of a program larger than HBM: "Used 40.59G of 31.25G hbm".
+# The TPU compiler's refusals of a program larger than HBM: "Used 40.59G of 31.25G hbm", or
+# "the total memory required for HLO temporaries (70.01G) exceeds available HBM (30.75G)" (the
+# temporaries alone: a lower bound of the total).
 _USED = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
+_TEMPORARIES = re.compile(r'required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available '
+                          r'HBM \(([\d.]+)([KMGT]?)\)')
 _UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
-
-
-@dataclasses.dataclass(frozen=True)
-class StepMemory:
-  """Bytes one device needs for a compiled step (XLA's memory analysis)."""
-  arguments: int
-  outputs: int
-  aliased: int  # outputs written in place of donated arguments (the train state)
-  temporaries: int
-  code: int
-
-  @property
-  def total(self) -> int:
-    """Arguments + outputs - aliased + temporaries + generated code."""
-    return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +86,7 @@ def _out_of_memory(error: Exception) -> tuple[int | None, int | None] | None:
   text = str(error)
   if 'RESOURCE_EXHAUSTED' not in text and 'out of memory' not in text.lower():
     return None
-  match = _USED.search(text)
+  match = _USED.search(text) or _TEMPORARIES.search(text)
   if not match:
     return None, None
   return _bytes(*match.group(1, 2)), _bytes(*match.group(3, 4))
@@ -102,18 +94,19 @@ def _out_of_memory(error: Exception) -> tuple[int | None, int | None] | None:
 
 @dataclasses.dataclass(frozen=True)
 class StepBuilder:
-  """Compiles `config`'s steps for `devices` at any per-device batch and remat setting."""
+  """Compiles `config`'s steps for `devices` at any per-device batch and remat setting;
+  `facts`: its input's (default: those its data source knows without the data)."""
   config: ml_collections.ConfigDict
   devices: Sequence[Any]
+  facts: InputFacts | None = None
 
   @property
   def num_devices(self) -> int:
     return len(self.devices)
 
-  @property
-  def source(self) -> sources.DataSource:
-    """The config's data source: its facts are known without the data (`planning_facts`)."""
-    return sources.source_of(self.config)
+  def input_facts(self) -> InputFacts:
+    """The input's facts: `facts`, or those the config's data source knows without the data."""
+    return self.facts or sources.source_of(self.config).planning_facts()
 
   def with_settings(self, *, step: str, per_device_batch: int,
                     remat: str | None = None) -> ml_collections.ConfigDict:
@@ -132,7 +125,7 @@ class StepBuilder:
     if step not in STEPS:
       raise ValueError(f'step={step!r}; choose one of {", ".join(STEPS)}')
     config = self.with_settings(step=step, per_device_batch=per_device_batch, remat=remat)
-    facts = self.source.planning_facts()
+    facts = self.input_facts()
     mesh = mesh_lib.make_mesh(list(self.devices))
     network = build.build_network(config, facts.num_classes, facts.channels)
     training = build.build_training(config, mesh, network,
@@ -142,8 +135,8 @@ class StepBuilder:
     global_batch = per_device_batch * self.num_devices
     size = config.image_size if step == 'train' else config.eval_image_size
     batch = {name: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
-             for name, s in self.source.batch_shapes(global_batch, size,
-                                                     train=step == 'train').items()}
+             for name, s in batch_shapes(facts, global_batch, size,
+                                         train=step == 'train').items()}
     jitted = train_step if step == 'train' else eval_step
     return compile_and_analyse(jitted, (training.target, batch), step=step,
                                remat=config.model.remat, per_device_batch=per_device_batch,
@@ -152,7 +145,7 @@ class StepBuilder:
   def model_macs_per_image(self, step: str) -> int:
     """The network's multiply-adds per image at the step's image size."""
     config = self.config
-    facts = self.source.planning_facts()
+    facts = self.input_facts()
     size = config.image_size if step == 'train' else config.eval_image_size
     return model_costs(build_model(config, facts.num_classes), size, facts.channels).total_macs
 
@@ -174,18 +167,11 @@ def compile_and_analyse(jitted: Any, args: tuple, *, step: str, remat: str,
                         None, time.perf_counter() - start,
                         str(error).strip().splitlines()[0][:300])
   seconds = time.perf_counter() - start
-  memory = _memory(compiled)
+  memory = memory_of(compiled)
   flops, estimate = _costs(compiled)
   return CompiledStep(step, remat, per_device_batch, global_batch, memory, memory.total, None,
                       None if flops is None else flops * num_devices, estimate, seconds,
                       executable=compiled)
-
-
-def _memory(compiled: Any) -> StepMemory:
-  analysis = compiled.memory_analysis()
-  return StepMemory(int(analysis.argument_size_in_bytes), int(analysis.output_size_in_bytes),
-                    int(analysis.alias_size_in_bytes), int(analysis.temp_size_in_bytes),
-                    int(analysis.generated_code_size_in_bytes))
 
 
 def _costs(compiled: Any) -> tuple[float | None, float | None]:
@@ -202,19 +188,28 @@ def _costs(compiled: Any) -> tuple[float | None, float | None]:
 
 @dataclasses.dataclass(frozen=True)
 class BatchSearch:
-  """The largest per-device batch (a multiple of `multiple`) that fits, and the compiles
-  that found it. `largest` is None when not even `multiple` fits; `confirmed_above` is True
-  when the next multiple was compiled and does not fit."""
+  """The largest per-device batch found to fit, the smallest found not to, and the compiles
+  that found them.
+
+  Attributes:
+    largest: the largest batch compiled that fits (a multiple of `multiple`, or 1 when not even
+      `multiple` fits); None only when one image per device does not fit.
+    smallest_refused: the smallest batch compiled that does not fit (None: none was refused).
+    confirmed_above: True when `smallest_refused` is the next batch after `largest` (the next
+      multiple), so `largest` is the answer and not only a lower bound.
+  """
   largest: int | None
   confirmed_above: bool
   compiles: tuple[CompiledStep, ...]
+  smallest_refused: int | None = None
 
 
 def _line_guess(tried: dict[int, CompiledStep], good: int | None, bad: int | None,
                 capacity: int) -> float | None:
   """The batch where memory, as a line through two known (batch, bytes) points, meets
   `capacity`: through the bracketing pair when both are known, else the two largest. From a
-  single analysed compile, the line takes its temporaries as proportional to the batch."""
+  single analysed compile, the line takes its temporaries as proportional to the batch; from a
+  single refusal that gave its bytes, all of them (a guess on the small side)."""
   known = {b: c.total_bytes for b, c in tried.items() if c.total_bytes is not None}
   if good in known and bad in known:
     (x0, y0), (x1, y1) = (good, known[good]), (bad, known[bad])
@@ -223,6 +218,8 @@ def _line_guess(tried: dict[int, CompiledStep], good: int | None, bad: int | Non
   elif len(tried) == 1 and (only := next(iter(tried.values()))).memory is not None:
     x0, y0 = only.per_device_batch, only.total_bytes
     x1, y1 = 0, y0 - only.memory.temporaries
+  elif good is None and bad in known:  # a refusal that gave its bytes: memory as if all batch
+    return bad * capacity / known[bad]
   else:
     return None
   slope = (y1 - y0) / (x1 - x0)
@@ -238,8 +235,10 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
   the batch where the first's temporaries, scaled with the batch, would fill `capacity`); the
   batch where the line meets `capacity` is then compiled to confirm it fits, and the next
   multiple to confirm that it does not (a line through the closest batches that fit and that
-  do not corrects a guess that missed). `known` are compiles already made (any batches); at most
-  `max_compiles` new compiles are made.
+  do not corrects a guess that missed). `known` are compiles already made (any batches). Until
+  a batch fits, the search goes on down (a refusal is quick; one whose message gives the
+  bytes needed jumps to where they would fit) to one image per device; from the first batch
+  that fits, at most `max_compiles` new compiles refine it.
   """
   tried = {c.per_device_batch: c for c in known}
   made = []
@@ -255,34 +254,76 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
     bad = [b for b, c in tried.items() if not c.fits(capacity)]
     return (max(good) if good else None), (min(bad) if bad else None)
 
+  fits_known = any(c.fits(capacity) for c in known)
   if not tried:
     compile_once(multiple)
-  while len(made) < max_compiles:
+  while True:
     good, bad = bounds()
     if good is not None and bad is not None and bad - good <= multiple:
       break
-    if bad is not None and bad <= multiple:
-      break  # not even the smallest batch fits
-    line = _line_guess(tried, good, bad, capacity)
-    if line is not None:
-      guess = math.floor(line / multiple) * multiple
-    elif good is not None:
-      guess = good * 2
-    else:
-      guess = bad // 2
-    low = good + multiple if good is not None else multiple
-    high = bad - multiple if bad is not None else max(guess, low)
-    if good is not None and guess <= good:  # the line says `good` is the largest: check above
-      guess = low
-    batch = min(max(guess, low), high)
-    batch = max(multiple, batch // multiple * multiple)
+    if bad is not None and bad <= multiple:  # not even `multiple` fits: one image per device?
+      if 1 not in tried and bad > 1:
+        compile_once(1)
+      break
+    if good is not None:  # refining: count the compiles from the first that fit (or all)
+      first_fit = 0 if fits_known else next(i for i, c in enumerate(made) if c.fits(capacity))
+      if len(made) - first_fit >= max_compiles:
+        break
+    batch = _next_batch(tried, good, bad, capacity, multiple)
     if batch in tried:
       break
     compile_once(batch)
   good, bad = bounds()
-  confirmed = good is not None and bad is not None and bad - good <= multiple
-  if good is None and bad is not None and bad <= multiple:
-    confirmed = True
+  confirmed = (bad is not None and bad - (good or 0) <= multiple) if good else bad == 1
   logging.info('Largest batch search: %s', ', '.join(
       f'{b}: {"fits" if c.fits(capacity) else "does not fit"}' for b, c in sorted(tried.items())))
-  return BatchSearch(good, confirmed, tuple(made))
+  return BatchSearch(good, confirmed, tuple(made), bad)
+
+
+def _next_batch(tried: dict[int, CompiledStep], good: int | None, bad: int | None,
+                capacity: int, multiple: int) -> int:
+  """The batch to compile next: where memory as a line meets `capacity`, kept strictly
+  between the closest batches known to fit and not to (doubling above the largest that fits,
+  halving below the smallest refused, where no line is known)."""
+  line = _line_guess(tried, good, bad, capacity)
+  if line is not None:
+    guess = math.floor(line / multiple) * multiple
+  elif good is not None:
+    guess = good * 2
+  else:
+    guess = bad // 2
+  low = good + multiple if good is not None else multiple
+  high = bad - multiple if bad is not None else max(guess, low)
+  if good is not None and guess <= good:  # the line says `good` is the largest: check above
+    guess = low
+  if good is None and bad is not None:  # nothing fits yet: at least halve
+    guess = min(guess, bad // 2)
+  batch = min(max(guess, low), high)
+  return max(multiple, batch // multiple * multiple)
+
+
+def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str:
+  """The one line of a run whose step is too large for its devices: the batch per device the
+  search confirms to fit (compiled here, for `devices`), and the remat setting to try."""
+  config = error.config
+  builder = StepBuilder(config, devices, facts=error.facts)
+  asked = CompiledStep(error.step, config.model.get('remat') or 'none', error.per_device_batch,
+                       error.per_device_batch * len(devices), error.memory, error.memory.total,
+                       None, None, None, 0.0)
+  logging.info('Searching for the largest %s batch that fits (compiling for %d devices) ...',
+               error.step, len(devices))
+  found = search_largest_batch(
+      lambda batch: builder.compile(step=error.step, per_device_batch=batch), error.capacity,
+      [asked], multiple=8)
+  field = 'batch_size' if error.step == 'train' else 'eval_batch_size'
+  head = (f'the {error.step} step at {error.per_device_batch} images per device needs '
+          f'{error.memory.total / 2**30:.2f} GiB per device, more than the '
+          f'{error.capacity / 2**30:.2f} GiB a device has')
+  if found.largest is None:
+    return (f'{head}; not even one image per device fits: lower its memory with '
+            '--config.model.remat=full, or use devices with more memory')
+  refused = (f', and {found.smallest_refused} does not' if found.smallest_refused is not None
+             else '')
+  return (f'{head}; {found.largest} images per device fit (--config.{field}='
+          f'{found.largest * len(devices)}; compiled to confirm it{refused}), or lower its memory '
+          'with --config.model.remat=full (python3 -m ran_jax.plan shows both)')

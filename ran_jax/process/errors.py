@@ -1,6 +1,7 @@
 """Errors that end a training run with one clear line, and the exit status of a preemption."""
 
 from collections.abc import Iterator
+from typing import Any
 
 # EX_TEMPFAIL: stopped by SIGTERM/SIGINT (or a preemption notice) after saving a checkpoint.
 # Schedulers can requeue on it; rerunning the same command resumes.
@@ -21,6 +22,30 @@ class WorkdirBusyError(TrainingError):
 
 class NonFiniteError(TrainingError):
   """The loss or the parameters stopped being finite."""
+
+
+class BatchTooLargeError(TrainingError):
+  """A compiled step needs more memory per device than a device has.
+
+  Attributes:
+    step: 'train' or 'eval'; per_device_batch: its images per device.
+    memory: the compiled step's memory analysis (`ran_jax.train.compiled.StepMemory`);
+      capacity: the bytes a device has.
+    config, facts: the run's resolved config and input facts, set by the run for a search of a
+      batch that fits (`ran_jax.planning.memory_plan.fitting_batch_line`).
+  """
+
+  def __init__(self, step: str, per_device_batch: int, memory: Any, capacity: int):
+    self.step, self.per_device_batch = step, per_device_batch
+    self.memory, self.capacity = memory, capacity
+    self.config = self.facts = None
+    needed = memory.total
+    field = 'batch_size' if step == 'train' else 'eval_batch_size'
+    super().__init__(
+        f'the {step} step at {per_device_batch} images per device needs '
+        f'{needed / 2**30:.2f} GiB per device, more than the {capacity / 2**30:.2f} GiB a device '
+        f'has; lower --config.{field}, or its memory with --config.model.remat=full (python3 -m '
+        'ran_jax.plan --search finds the largest batch that fits)')
 
 
 class Preempted(Exception):

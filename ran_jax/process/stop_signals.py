@@ -1,18 +1,23 @@
 """Stopping cleanly on SIGTERM, SIGINT and SIGHUP.
 
-From the first line of `ran_jax.main` (before JAX and TensorFlow are imported), a stop signal
-ends the process at once with the stop line and exit status 75: there is nothing to save yet.
-Once a run has set up its checkpoints, `StopSignals` only records the signal, since a handler
-that raises can land anywhere (inside JAX's garbage-collection callback, in the middle of an
-Orbax save); the training loop asks `requested(step)` after every step and then saves, waits
-for the save and exits. Within `StopSignals.interruptible(...)` (preparing a dataset: nothing
-to save, possibly hours of work) a signal raises `StopRequested` again.
+Until a run's first training step there is nothing to save, so a stop signal ends the process
+at once with one stop line and exit status 75: from the first line of `ran_jax.main` (before
+JAX and TensorFlow are imported), and inside `StopSignals` while the run starts (loading or
+preparing the dataset, restoring, compiling; `phase` names which). The handler writes the line
+and calls `os._exit`, so it works wherever Python runs it (inside JAX's garbage-collection
+callback too), and the main thread waits for the start-up work, run in another thread
+(`run_interruptibly`), in short waits: a signal is taken at once even while a compile or a
+restore runs in C++. Checkpoints are only read then; what is written (the run's record,
+`init_from.json`, a prepared dataset) is written atomically, so nothing is left half-written.
+Once training starts (`training_started`), a signal is only recorded: the training loop asks
+`requested(step)` after every step and then saves, waits for the save and exits.
 
 One process: the three signals are handled here, but for those the process was started to
 ignore (`nohup` ignores SIGHUP). Several processes (after `jax.distributed.initialize()`):
 JAX's preemption service owns SIGTERM and agrees with every process on one step to stop at
 (`reached_preemption_sync_point`); SIGINT and SIGHUP are forwarded to it as a SIGTERM, so
-Ctrl-C or a closed terminal on one host stops all of them at the same step.
+Ctrl-C or a closed terminal on one host stops all of them at the same step (the first, when
+it arrives while they start).
 
 Imports only the standard library at the top, so that `install_early_handlers` can run before
 anything heavy.
@@ -25,30 +30,33 @@ import signal
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from ran_jax.process.errors import EXIT_PREEMPTED
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class StopRequested(BaseException):
-  """A stop signal arrived while there was nothing to save.
+def stop_line(signal_name: str, during: str) -> str:
+  """The line of a stop before training started."""
+  return (f'Stopped by {signal_name} {during}; nothing needed saving. Run the same command to '
+          'resume.')
 
-  A BaseException, like KeyboardInterrupt, so that code catching Exception (a dataset
-  download's retries, say) does not swallow it.
-  """
 
-  def __init__(self, signal_name: str, during: str):
-    super().__init__(f'Stopped by {signal_name} {during}; nothing needed saving. Run the same '
-                     'command to resume.')
+def _exit_now(signal_name: str, during: str, release: Callable[[], None] | None = None) -> None:
+  """Runs `release`, writes the stop line and ends the process with status 75 at once."""
+  if release is not None:
+    with contextlib.suppress(Exception):
+      release()
+  sys.stderr.write(stop_line(signal_name, during) + '\n')
+  sys.stderr.flush()
+  os._exit(EXIT_PREEMPTED)  # pylint: disable=protected-access
 
 
 def _exit_at_once(signum: int, frame: types.FrameType | None) -> None:
   del frame
-  sys.stderr.write(f'{StopRequested(signal.Signals(signum).name, "while starting")}\n')
-  sys.stderr.flush()
-  os._exit(EXIT_PREEMPTED)  # nothing is held yet that needs releasing
+  _exit_now(signal.Signals(signum).name, 'while starting')
 
 
 def _handled_signals() -> list[int]:
@@ -64,14 +72,17 @@ def install_early_handlers() -> None:
 
 
 class StopSignals:
-  """Context manager that records stop signals until it exits (after the last save)."""
+  """Context manager of a run's stop signals: until `training_started`, a signal ends the
+  process at once (see the module docstring); from then on it is recorded until the context
+  exits (after the last save)."""
 
   def __init__(self):
     import jax  # here, not at the top: see the module docstring
     self.received: str | None = None
     self.coordinated = jax.distributed.is_initialized()
     self._previous: dict[int, object] = {}
-    self._interrupting: str | None = None
+    self._phase: str | None = 'while starting'  # None once training has started
+    self._release: Callable[[], None] | None = None
 
   def __enter__(self) -> 'StopSignals':
     if threading.current_thread() is not threading.main_thread():
@@ -86,23 +97,29 @@ class StopSignals:
       signal.signal(signum, handler)
     self._previous.clear()
 
+  def release_on_exit(self, release: Callable[[], None]) -> None:
+    """`release` runs when a signal ends the process before training starts (the lock)."""
+    self._release = release
+
   @contextlib.contextmanager
-  def interruptible(self, during: str) -> Iterator[None]:
-    """Within it, a stop signal raises `StopRequested` (`during` says what was stopped)."""
-    if self.received is not None and not self.coordinated:
-      raise StopRequested(self.received, during)
-    self._interrupting = during
+  def phase(self, during: str) -> Iterator[None]:
+    """Names what the run is doing (`during`: 'while compiling', ...) in the stop line of a
+    signal that arrives within it, before training starts."""
+    previous, self._phase = self._phase, during
     try:
       yield
     finally:
-      self._interrupting = None
+      self._phase = previous if self._phase == during else self._phase
+
+  def training_started(self) -> None:
+    """From now on a signal is recorded, and the loop stops after the step with a save."""
+    self._phase = None
 
   def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
     del frame
     name = signal.Signals(signum).name
-    if self._interrupting is not None and self.received is None:
-      self.received = name
-      raise StopRequested(name, self._interrupting)
+    if self._phase is not None and not self.coordinated:
+      _exit_now(name, self._phase, self._release)
     if self.received is not None:
       logging.warning('%s received again: still stopping; waiting for the checkpoint.', name)
       return
@@ -129,3 +146,29 @@ class StopSignals:
   def pending_locally(self) -> bool:
     """A signal this process can act on at once (one process: abandon an evaluation)."""
     return not self.coordinated and self.received is not None
+
+
+T = TypeVar('T')
+
+
+def run_interruptibly(work: Callable[[], T]) -> T:
+  """`work()` run in another thread while the main thread waits in short waits, so that a stop
+  signal is handled at once even while `work` runs in C++ (a compile, a restore); its result,
+  or its exception raised here."""
+  if threading.current_thread() is not threading.main_thread():
+    return work()
+  outcome: dict[str, object] = {}
+
+  def target() -> None:
+    try:
+      outcome['result'] = work()
+    except BaseException as error:  # re-raised in the main thread
+      outcome['error'] = error
+
+  thread = threading.Thread(target=target, name='ran_jax start-up', daemon=True)
+  thread.start()
+  while thread.is_alive():
+    thread.join(0.05)
+  if 'error' in outcome:
+    raise outcome['error']
+  return outcome['result']

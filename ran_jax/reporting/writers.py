@@ -1,16 +1,15 @@
-"""The metric writer and progress hooks of a run.
+"""The metric writer, the progress line and the profiler of a run.
 
 The log has one line per log step, written by the training loop (`progress_line`); the writer
 here only writes TensorBoard event files (clu's `SummaryWriter`, on process 0). clu's writers
-and its `ReportProgress` import TensorFlow: a run on synthetic data needs no TensorFlow
+and its profiler import TensorFlow: a run on synthetic data needs no TensorFlow
 otherwise, so on a machine without it (a bare GPU host measuring the trainer) the writer writes
 nothing and the log line is all there is.
 """
 
-import contextlib
 import importlib.util
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 
@@ -63,18 +62,6 @@ class NullWriter:
     pass
 
 
-class PauseTimer:
-  """Stands in for clu's `ReportProgress` without clu: only its `timed` (nothing to report)."""
-
-  def __call__(self, step: int) -> None:
-    del step
-
-  @contextlib.contextmanager
-  def timed(self, name: str) -> Iterator[None]:
-    del name
-    yield
-
-
 def progress_line(step: int, num_train_steps: int, metrics: Mapping[str, float],
                   images_per_second: float, batch_size: int) -> str:
   """The log line of a log step: progress, loss, accuracy, speed and the ETA."""
@@ -107,19 +94,12 @@ def create_writer(workdir: str, *, just_logging: bool) -> MetricWriter:
   return NullWriter()
 
 
-def progress_hooks(num_train_steps: int, writer: MetricWriter, every_steps: int,
-                   profile_dir: str | None = None) -> list[Callable[[int], None]]:
-  """The per-step hooks: clu's progress report first (steps/s and uptime to TensorBoard; it
-  has `timed`, which leaves pauses out of the rate), then the profiler when `profile_dir` is
-  given."""
+def profiler(profile_dir: str) -> Callable[[int], None] | None:
+  """clu's profiler hook (called after every step; it profiles a few steps into
+  `profile_dir`), or None with a warning where clu cannot run."""
   if not clu_usable():
-    if profile_dir:
-      logging.warning('Profiling needs clu and TensorFlow; this run is not profiled.')
-    return [PauseTimer()]
+    logging.warning('Profiling needs clu and TensorFlow; this run is not profiled.')
+    return None
   _import_tensorflow_quietly()
   from clu import periodic_actions
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                           every_steps=every_steps, every_secs=None)]
-  if profile_dir:
-    hooks.append(periodic_actions.Profile(logdir=profile_dir, num_profile_steps=5))
-  return hooks
+  return periodic_actions.Profile(logdir=profile_dir, num_profile_steps=5)

@@ -20,10 +20,11 @@ from ran_jax.data import saved_dataset, sources
 from ran_jax.data.source import InputSource
 from ran_jax.experiments import checks
 from ran_jax.models import ResidualAttentionNetwork, model_costs
-from ran_jax.process.errors import NonFiniteError, Preempted, WorkdirError, describe_os_error
-from ran_jax.process.stop_signals import StopSignals
+from ran_jax.process.errors import (BatchTooLargeError, NonFiniteError, Preempted, WorkdirError,
+                                    describe_os_error)
+from ran_jax.process.stop_signals import StopSignals, run_interruptibly
 from ran_jax.reporting import writers
-from ran_jax.train import build, init_from, optim
+from ran_jax.train import build, compiled, init_from, optim
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.metrics import mean_train_metrics, total_eval_metrics
 from ran_jax.train.state import TrainState
@@ -57,9 +58,11 @@ class Run:
 
 def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
            cleanup: contextlib.ExitStack) -> Run:
+  """Everything the run needs, its steps compiled; runs before the first step, where a stop
+  signal ends the process at once (`StopSignals`)."""
   mesh = mesh_lib.make_mesh()
   source = sources.source_of(config)
-  with stop.interruptible('while loading the dataset'):  # preparing it can take hours
+  with stop.phase('while loading the dataset'):  # preparing it can take hours
     pipeline = source.open()
   config = build.with_data_defaults(config, source.data_defaults(pipeline.facts))
   _record_run(config, workdir, pipeline)
@@ -72,24 +75,35 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   record, init_source = _init_from(config, workdir, manager, network)
   training = build.build_training(config, mesh, network, steps_per_epoch=steps_per_epoch,
                                   groups=record and record.param_groups())
-  restored = checkpoints.restore_latest(manager, training.target,
-                                        other_layout=training.other_layout_target)
-  if restored is None:
-    state, start_step = training.init(), 0
-    if init_source is not None:
-      state = init_from.load_into(state, init_source, record)
-  else:
-    state, input_state = restored
-    start_step = int(jax.device_get(state.step))
-    _check_input_state(input_state, config)
-  train_step, eval_step = build.jit_config_steps(config, training, mesh, pipeline.normalizer())
-  writer = writers.create_writer(workdir, just_logging=jax.process_index() > 0)
-  cleanup.callback(writer.close)
-  attention = None
-  if pipeline.has_eval_images:  # imports TensorFlow, as the input of such data does anyway
-    from ran_jax.reporting import attention_images
-    attention = attention_images.make(config, training.model, pipeline, network.variables)
-  return Run(config, workdir, pipeline, training.model, mesh, state, train_step, eval_step,
+  with stop.phase('while restoring the checkpoint'):
+    if (latest := manager.latest_step()) is not None:
+      logging.info('Resuming from the checkpoint of step %d in %s ...', latest, manager.directory)
+    restored = checkpoints.restore_latest(manager, training.target,
+                                          other_layout=training.other_layout_target)
+  with stop.phase('while compiling'):
+    train_step, eval_step = build.jit_config_steps(config, training, mesh, pipeline.normalizer())
+    try:
+      steps = compiled.compile_steps(train_step, eval_step, training.target, mesh,
+                                     pipeline.facts, batch_size=config.batch_size,
+                                     eval_batch_size=config.eval_batch_size)
+    except BatchTooLargeError as error:
+      error.config, error.facts = config, pipeline.facts  # for the search of one that fits
+      raise
+    if restored is None:
+      state, start_step = training.init(), 0
+      if init_source is not None:
+        state = init_from.load_into(state, init_source, record)
+    else:
+      state, input_state = restored
+      start_step = int(jax.device_get(state.step))
+      _check_input_state(input_state, config)
+    writer = writers.create_writer(workdir, just_logging=jax.process_index() > 0)
+    cleanup.callback(writer.close)
+    attention = None
+    if pipeline.has_eval_images:  # imports TensorFlow, as the input of such data does anyway
+      from ran_jax.reporting import attention_images
+      attention = attention_images.make(config, training.model, pipeline, network.variables)
+  return Run(config, workdir, pipeline, training.model, mesh, state, steps.train, steps.eval,
              manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
              attention)
 
@@ -177,7 +191,7 @@ def _log_model(run: Run) -> None:
   costs = model_costs(run.model, run.config.image_size, run.pipeline.channels)
   message = (f'{run.config.model.name}: {costs.total_params:,} parameters, '
              f'{costs.total_macs / 1e9:.3f} G multiply-adds per {run.config.image_size}px image; '
-             f'{jax.device_count()} devices, {jax.process_count()} processes; '
+             f'{_count(jax.device_count(), "device")}, {_count(jax.process_count(), "process")}; '
              f'starting at step {run.start_step}.')
   schedule = optim.describe_schedule(run.config, run.steps_per_epoch, run.num_train_steps)
   logging.info(message)
@@ -185,6 +199,10 @@ def _log_model(run: Run) -> None:
   run.writer.write_texts(run.start_step, {'model': message, 'schedule': schedule})
   run.writer.write_hparams({k: v for k, v in run.config.to_dict().items()
                             if isinstance(v, (int, float, str, bool))})
+
+
+def _count(number: int, noun: str) -> str:
+  return f'{number} {noun}' + ('' if number == 1 else 'es' if noun.endswith('s') else 's')
 
 
 def evaluate(run: Run) -> dict[str, Any] | None:
@@ -255,17 +273,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _make_workdir(workdir)
   with contextlib.ExitStack() as cleanup:  # unwinds: checkpoints, lock, signals
     stop = cleanup.enter_context(StopSignals())
-    cleanup.enter_context(lock.hold(workdir))
-    run = _setup(config, workdir, stop, cleanup)
+    stop.release_on_exit(cleanup.enter_context(lock.hold(workdir)))
+    run = run_interruptibly(lambda: _setup(config, workdir, stop, cleanup))
     _log_model(run)
     if config.eval_only:
       if run.start_step == 0:
         raise no_checkpoint
-      values = evaluate(run)
-      if values is None:
-        raise Preempted(f'Stopped by {stop.received} during evaluation; nothing was written. '
-                        'Run the same command to evaluate again.')
+      with stop.phase('while evaluating'):
+        values = evaluate(run)
       return _report_evaluation(run, run.start_step, values)
+    stop.training_started()
     return _train(run)
 
 
@@ -274,37 +291,39 @@ def _train(run: Run) -> dict[str, Any]:
   results = None
   train_batches = run.pipeline.train_batches(step, mesh_lib.data_sharding(run.mesh),
                                              config.prefetch_to_device)
-  hooks = _hooks(run)
-  meter = _Throughput(config.batch_size)
-  pending = []
+  profile = _profiler(run)
+  progress = Progress(run, step)
   while step < run.num_train_steps:
     with jax.profiler.StepTraceAnnotation('train', step_num=step + 1):
       batch = next(train_batches)
       run.state, metrics = run.train_step(run.state, batch)
     step += 1
-    meter.tick()
-    pending.append(metrics)
-    for hook in hooks:
-      hook(step)
+    progress.report_late()  # the previous log step's metrics, now that this step is queued
+    progress.add(metrics)
+    if profile is not None:
+      profile(step)
     last = step == run.num_train_steps
     stopping = run.stop.requested(step)  # every step: a sync point on several hosts
     save_now = stopping or last or step % config.checkpoint_every_steps == 0
-    if save_now or step % config.log_every_steps == 0:  # metrics are checked before a save
-      _write_train_metrics(run, step, pending, meter)
-      pending = []
-    if (last or step % config.eval_every_steps == 0) and not stopping:
-      with hooks[0].timed('eval'):
-        values = evaluate(run)
+    evaluate_now = (last or step % config.eval_every_steps == 0) and not stopping
+    if save_now or evaluate_now:  # their results need the state: the metrics are checked first
+      progress.report(step)
+    elif step % config.log_every_steps == 0:
+      progress.report_after_next_step(step)
+    if evaluate_now:
+      values = evaluate(run)
       if values is not None:
         results = _report_evaluation(run, step, values)
       stopping = stopping or run.stop.requested(step)
-      meter.pause()
+      progress.pause(step)
     if save_now or stopping:
       checkpoints.save(run.manager, step, run.state, _input_state(config, step))
+      progress.pause(step)
     if stopping:
       checkpoints.wait_for_saves(run.manager)
       raise Preempted(f'Stopped by {run.stop.received} at step {step}; its checkpoint is '
                       f'saved in {run.manager.directory}. Run the same command to resume.')
+  progress.report_late()
   if results is None:  # already trained to the end earlier: evaluate what was restored
     values = evaluate(run)
     if values is None:
@@ -314,46 +333,70 @@ def _train(run: Run) -> dict[str, Any]:
   return results
 
 
-def _hooks(run: Run) -> list:
-  profile = run.workdir if run.config.profile and jax.process_index() == 0 else None
-  return writers.progress_hooks(run.num_train_steps, run.writer, run.config.log_every_steps,
-                                profile_dir=profile)
+def _profiler(run: Run) -> Callable[[int], None] | None:
+  if not (run.config.profile and jax.process_index() == 0):
+    return None
+  return writers.profiler(run.workdir)
 
 
-class _Throughput:
-  """Images per second between log steps, leaving evaluation pauses out."""
+class Progress:
+  """The log line and training metrics of each log step, and the run's speed.
 
-  def __init__(self, batch_size: int):
-    self.batch_size = batch_size
-    self.pause()
+  The metrics of a log step are fetched after the next step is queued, so the devices never
+  wait for the host (`report_after_next_step`); before an evaluation or a save they are fetched
+  at once (`report`), checked first. Images per second count only training steps: the time
+  from one fetched log step to the next, leaving out evaluations and saves (`pause`); the
+  steps were compiled before the loop started.
+  """
 
-  def pause(self) -> None:
-    self.start, self.steps = time.perf_counter(), 0
+  def __init__(self, run: Run, step: int):
+    self.run = run
+    self.pending: list[dict] = []  # the metrics of the steps not reported yet
+    self.late: tuple[int, list[dict]] | None = None  # a log step to report after the next one
+    self.pause(step)
 
-  def tick(self) -> None:
-    self.steps += 1
+  def pause(self, step: int) -> None:
+    """Starts the next interval at `step`, now (after an evaluation or a save)."""
+    self.since, self.since_step = time.perf_counter(), step
 
-  def rate(self) -> float:
-    rate = self.steps * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
-    self.pause()
-    return rate
+  def add(self, metrics: dict) -> None:
+    self.pending.append(metrics)
 
+  def report_after_next_step(self, step: int) -> None:
+    self.late, self.pending = (step, self.pending), []
 
-def _write_train_metrics(run: Run, step: int, pending: list, meter: _Throughput) -> None:
-  """Writes the metrics of the steps up to `step`; NonFiniteError if the loss diverged."""
-  if not pending:
-    return
-  means = mean_train_metrics(pending)
-  values = {f'train/{k}': v for k, v in means.items()}
-  if not all(math.isfinite(v) for v in values.values()):
-    first = step - len(pending) + 1
-    latest = run.manager.latest_step()
-    kept = ('no checkpoint was saved' if latest is None else
-            f'the last good checkpoint (step {latest}) is kept')
-    raise NonFiniteError(
-        f'The training loss became non-finite at step {step} (mean loss of steps {first}-{step}: '
-        f'{values["train/loss"]}); {kept}. Lower the learning rate or check the input data.')
-  values['train/images_per_second'] = rate = meter.rate()
-  run.writer.write_scalars(step, values)
-  logging.info('%s', writers.progress_line(step, run.num_train_steps, means, rate,
-                                            run.config.batch_size))
+  def report_late(self) -> None:
+    """Reports the log step left for after the next step, if any."""
+    if self.late is not None:
+      late, self.late = self.late, None
+      self._write(*late)
+
+  def report(self, step: int) -> None:
+    """Reports the steps up to `step` now."""
+    self.report_late()
+    pending, self.pending = self.pending, []
+    self._write(step, pending)
+
+  def _write(self, step: int, pending: list[dict]) -> None:
+    """Writes the metrics of the steps up to `step`; NonFiniteError if the loss diverged."""
+    if not pending:
+      return
+    run = self.run
+    means = mean_train_metrics(pending)  # waits for `step` to finish
+    now = time.perf_counter()
+    values = {f'train/{k}': v for k, v in means.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+      first = step - len(pending) + 1
+      latest = run.manager.latest_step()
+      kept = ('no checkpoint was saved' if latest is None else
+              f'the last good checkpoint (step {latest}) is kept')
+      raise NonFiniteError(
+          f'The training loss became non-finite at step {step} (mean loss of steps {first}-'
+          f'{step}: {values["train/loss"]}); {kept}. Lower the learning rate or check the input '
+          'data.')
+    rate = (step - self.since_step) * run.config.batch_size / max(now - self.since, 1e-9)
+    self.since, self.since_step = now, step
+    values['train/images_per_second'] = rate
+    run.writer.write_scalars(step, values)
+    logging.info('%s', writers.progress_line(step, run.num_train_steps, means, rate,
+                                              run.config.batch_size))

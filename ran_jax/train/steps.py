@@ -91,7 +91,9 @@ def jit_steps(state_shardings: Any, batch_sharding: NamedSharding, replicated: N
   """The train step (state donated) and eval step, jitted with explicit shardings.
 
   `input_fn` runs inside both steps, on the devices: it turns the transferred batch (e.g.
-  uint8 pixels) into the network's input.
+  uint8 pixels) into the network's input. The batch is not donated: no output has its shape,
+  so XLA could not write into its buffer (JAX would only warn that it went unused), and the
+  synthetic input gives the same device batch at every step.
   """
   options = step_compiler_options(batch_sharding.mesh.devices.flat[0].platform)
   train = jax.jit(

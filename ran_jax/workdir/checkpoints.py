@@ -83,6 +83,9 @@ def close_manager(manager: ocp.CheckpointManager) -> None:
 
 # The step each manager is saving in the background, until the save is known to be written.
 _in_flight: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = weakref.WeakKeyDictionary()
+# The bytes of one checkpoint of each manager's run, measured once (`_check_room`).
+_checkpoint_sizes: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = (
+    weakref.WeakKeyDictionary())
 
 
 def wait_for_saves(manager: ocp.CheckpointManager) -> None:
@@ -143,26 +146,26 @@ def _checkpoint_bytes(directory: epath.Path, step: int) -> int:
 
 
 def _check_room(manager: ocp.CheckpointManager, step: int) -> None:
-  """Refuses to start a save that the local disk has no room for (every process agrees).
+  """Refuses to start a save that the disk has no room for.
 
   A save that runs out of space half-way leaves Orbax's writers failing one by one, so one is
-  started only with `ROOM_FACTOR` times the size of the last checkpoint free.
+  started only with `ROOM_FACTOR` times the size of a checkpoint free. The size is measured
+  once per run, on the first checkpoint it finds (a run's checkpoints are all the same size).
+  Each process checks the file system it writes to, with no collective: on a shared one they
+  see the same free space. Object stores (`gs://`, ...) are not checked.
   """
   directory = epath.Path(manager.directory)
   latest = manager.latest_step()
-  shortage = ''
-  if latest is not None and '://' not in str(directory):  # local or mounted file systems
-    needed = _checkpoint_bytes(directory, latest) * ROOM_FACTOR
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-      shortage = (f'no space left on device ({free / 2**20:.1f} MiB free; a save needs about '
-                  f'{needed / 2**20:.1f} MiB, {ROOM_FACTOR:g} times the last checkpoint)')
-  if jax.process_count() > 1:
-    short = multihost_utils.process_allgather(np.bool_(bool(shortage)))
-    if np.any(short) and not shortage:
-      shortage = 'no space left on device on another process (see its log)'
-  if shortage:
-    raise _cannot_save(manager, step, shortage, full=True)
+  if latest is None or '://' in str(directory):
+    return  # a first save that fails is told apart by its error (`_save_failed`)
+  if manager not in _checkpoint_sizes:
+    _checkpoint_sizes[manager] = _checkpoint_bytes(directory, latest)
+  needed = _checkpoint_sizes[manager] * ROOM_FACTOR
+  free = shutil.disk_usage(directory).free
+  if free < needed:
+    raise _cannot_save(manager, step, f'no space left on device ({free / 2**20:.1f} MiB free; '
+                       f'a save needs about {needed / 2**20:.1f} MiB, {ROOM_FACTOR:g} times a '
+                       'checkpoint)', full=True)
 
 
 def _as_uint32(x: jax.Array) -> jax.Array:
@@ -174,7 +177,6 @@ def _as_uint32(x: jax.Array) -> jax.Array:
   return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32).reshape(-1)
 
 
-@jax.jit
 def _leaf_sum(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The sum of `leaf`'s words times 1, 3, 5, ... (mod 2**32; integer sums wrap exactly, in
   any order of reduction), and whether its values are finite."""
@@ -185,11 +187,19 @@ def _leaf_sum(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.sum(words * weights, dtype=jnp.uint32), finite
 
 
+@jax.jit
+def _state_sums(leaves: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """`_leaf_sum` of every leaf, as one program: (sums, all finite)."""
+  parts = [_leaf_sum(leaf) for leaf in leaves]
+  return (jnp.stack([part[0] for part in parts]),
+          jnp.all(jnp.stack([part[1] for part in parts])))
+
+
 def _device_sums(leaves: list[jax.Array]) -> tuple[np.ndarray, bool]:
-  """`_leaf_sum` of each leaf, computed where the leaf lives (one small program per shape)."""
-  parts = jax.device_get([_leaf_sum(leaf) for leaf in leaves])
-  return (np.asarray([part[0] for part in parts], np.uint32),
-          all(bool(part[1]) for part in parts))
+  """`_leaf_sum` of each leaf, computed where the leaves live: one program for the whole state
+  (compiled once per state structure), one dispatch, one small transfer."""
+  sums, finite = jax.device_get(_state_sums(leaves))
+  return np.asarray(sums, np.uint32), bool(finite)
 
 
 def _host_sums(leaves: list[Any]) -> tuple[np.ndarray, bool]:

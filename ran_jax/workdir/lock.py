@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -97,8 +97,11 @@ def _agree(problem: str) -> str:
 
 
 @contextlib.contextmanager
-def hold(workdir: str) -> Iterator[None]:
-  """Holds the lock of `workdir` for the enclosed run; raises WorkdirBusyError if taken."""
+def hold(workdir: str) -> Iterator[Callable[[], None]]:
+  """Holds the lock of `workdir` for the enclosed run; raises WorkdirBusyError if taken.
+
+  Gives a function that releases it at once, for a process about to end without unwinding.
+  """
   path = epath.Path(workdir) / LOCK_NAME
   failure = None
   try:
@@ -123,8 +126,14 @@ def hold(workdir: str) -> Iterator[None]:
   heart = threading.Thread(target=beat, name='workdir-lock-heartbeat', daemon=True)
   if record:
     heart.start()
+
+  def release() -> None:
+    stop.set()
+    if record:
+      path.unlink(missing_ok=True)
+
   try:
-    yield
+    yield release
   finally:
     stop.set()
     if record:
