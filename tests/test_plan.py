@@ -18,6 +18,7 @@ from configs import digits_attention56
 from ran_jax import plan as plan_lib
 from ran_jax.data import sources, synthetic
 from ran_jax.planning import accelerators, memory_plan
+from ran_jax.train import compiled
 from ran_jax.planning.memory_plan import CompiledStep, StepMemory, search_largest_batch
 
 GIB = 2**30
@@ -75,9 +76,12 @@ def test_out_of_memory_refusal_is_read_from_the_compiler_message():
   error = RuntimeError('RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory '
                        'in memory space hbm. Used 40.59G of 31.25G hbm. Exceeded hbm capacity '
                        'by 9.34G.')
-  used, limit = memory_plan._out_of_memory(error)
+  used, limit = compiled.out_of_memory(error)
   assert used == int(40.59 * GIB) and limit == int(31.25 * GIB)
-  assert memory_plan._out_of_memory(ValueError('shapes do not match')) is None
+  other = RuntimeError('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required '
+                       'for HLO temporaries (70.01G) exceeds available HBM (30.75G).')
+  assert compiled.out_of_memory(other) == (int(70.01 * GIB), int(30.75 * GIB))
+  assert compiled.out_of_memory(ValueError('shapes do not match')) is None
 
 
 def fake_compile(fixed: int, per_image: int, calls: list, limit: int | None = None):

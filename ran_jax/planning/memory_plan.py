@@ -11,7 +11,6 @@ FLOPs. Nothing is executed.
 import dataclasses
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,18 +25,9 @@ from ran_jax.experiments.network import build_model
 from ran_jax.models import model_costs
 from ran_jax.train import build
 from ran_jax.train import mesh as mesh_lib
-from ran_jax.train.compiled import StepMemory, memory_of
+from ran_jax.train.compiled import StepMemory, memory_of, out_of_memory
 
 STEPS = ('train', 'eval')
-# The TPU compiler's refusals of a program larger than HBM: "Used 40.59G of 31.25G hbm", or
-# "the total memory required for HLO temporaries (70.01G) exceeds available HBM (30.75G)" (the
-# temporaries alone: a lower bound of the total).
-_USED = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
-_TEMPORARIES = re.compile(r'required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available '
-                          r'HBM \(([\d.]+)([KMGT]?)\)')
-_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
-
-
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
   """One compile of a step at one batch.
@@ -75,21 +65,6 @@ class CompiledStep:
     if self.memory is None:
       return False
     return capacity is None or self.memory.total <= capacity
-
-
-def _bytes(number: str, unit: str) -> int:
-  return int(float(number) * _UNITS[unit])
-
-
-def _out_of_memory(error: Exception) -> tuple[int | None, int | None] | None:
-  """(used, limit) bytes from a compiler's out-of-memory refusal; None for other errors."""
-  text = str(error)
-  if 'RESOURCE_EXHAUSTED' not in text and 'out of memory' not in text.lower():
-    return None
-  match = _USED.search(text) or _TEMPORARIES.search(text)
-  if not match:
-    return None, None
-  return _bytes(*match.group(1, 2)), _bytes(*match.group(3, 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +134,7 @@ def compile_and_analyse(jitted: Any, args: tuple, *, step: str, remat: str,
   try:
     compiled = jitted.lower(*args).compile()
   except Exception as error:  # the compiler's refusal is a result, if it is for memory
-    refused = _out_of_memory(error)
+    refused = out_of_memory(error)
     if refused is None:
       raise
     used, limit = refused
@@ -308,7 +283,7 @@ def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str
   config = error.config
   builder = StepBuilder(config, devices, facts=error.facts)
   asked = CompiledStep(error.step, config.model.get('remat') or 'none', error.per_device_batch,
-                       error.per_device_batch * len(devices), error.memory, error.memory.total,
+                       error.per_device_batch * len(devices), error.memory, error.needed,
                        None, None, None, 0.0)
   logging.info('Searching for the largest %s batch that fits (compiling for %d devices) ...',
                error.step, len(devices))
@@ -316,9 +291,7 @@ def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str
       lambda batch: builder.compile(step=error.step, per_device_batch=batch), error.capacity,
       [asked], multiple=8)
   field = 'batch_size' if error.step == 'train' else 'eval_batch_size'
-  head = (f'the {error.step} step at {error.per_device_batch} images per device needs '
-          f'{error.memory.total / 2**30:.2f} GiB per device, more than the '
-          f'{error.capacity / 2**30:.2f} GiB a device has')
+  head = error.what_is_too_large()
   if found.largest is None:
     return (f'{head}; not even one image per device fits: lower its memory with '
             '--config.model.remat=full, or use devices with more memory')

@@ -29,23 +29,32 @@ class BatchTooLargeError(TrainingError):
 
   Attributes:
     step: 'train' or 'eval'; per_device_batch: its images per device.
-    memory: the compiled step's memory analysis (`ran_jax.train.compiled.StepMemory`);
-      capacity: the bytes a device has.
+    memory: the compiled step's memory analysis (`ran_jax.train.compiled.StepMemory`), or None
+      when the compiler refused the program; needed: its bytes per device (None: not said).
+    capacity: the bytes a device has.
     config, facts: the run's resolved config and input facts, set by the run for a search of a
       batch that fits (`ran_jax.planning.memory_plan.fitting_batch_line`).
   """
 
-  def __init__(self, step: str, per_device_batch: int, memory: Any, capacity: int):
+  def __init__(self, step: str, per_device_batch: int, memory: Any, capacity: int,
+               needed: int | None = None):
     self.step, self.per_device_batch = step, per_device_batch
     self.memory, self.capacity = memory, capacity
+    self.needed = memory.total if memory is not None else needed
     self.config = self.facts = None
-    needed = memory.total
     field = 'batch_size' if step == 'train' else 'eval_batch_size'
     super().__init__(
-        f'the {step} step at {per_device_batch} images per device needs '
-        f'{needed / 2**30:.2f} GiB per device, more than the {capacity / 2**30:.2f} GiB a device '
-        f'has; lower --config.{field}, or its memory with --config.model.remat=full (python3 -m '
-        'ran_jax.plan --search finds the largest batch that fits)')
+        f'{self.what_is_too_large()}; lower --config.{field}, or its memory with '
+        '--config.model.remat=full (python3 -m ran_jax.plan --search finds the largest batch '
+        'that fits)')
+
+  def what_is_too_large(self) -> str:
+    """'the train step at N images per device needs X GiB per device, more than ...'."""
+    head = f'the {self.step} step at {self.per_device_batch} images per device'
+    if not self.needed:
+      return f'{head} was refused by the compiler for want of memory'
+    has = f'the {self.capacity / 2**30:.2f} GiB' if self.capacity else 'what'
+    return f'{head} needs {self.needed / 2**30:.2f} GiB per device, more than {has} a device has'
 
 
 class Preempted(Exception):

@@ -3,12 +3,13 @@
 Each step is lowered for the abstract train state and batch (their real shardings) and
 compiled; the log says how long that took, whether the persistent compilation cache served
 it, and the bytes per device XLA's memory analysis gives. A step that needs more than a
-device's memory (as GPUs and TPUs report it) stops the run there with `BatchTooLargeError`;
-the training loop then calls the compiled executables.
+device's memory (as GPUs and TPUs report it, or as the TPU compiler refuses it) stops the run
+there with `BatchTooLargeError`; the training loop then calls the compiled executables.
 """
 
 import dataclasses
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,13 @@ from ran_jax.data.source import InputFacts, batch_shapes
 from ran_jax.process.errors import BatchTooLargeError
 from ran_jax.train import mesh as mesh_lib
 
+# The TPU compiler's refusals of a program larger than HBM: "Used 40.59G of 31.25G hbm", or
+# "the total memory required for HLO temporaries (70.01G) exceeds available HBM (30.75G)" (the
+# temporaries alone: a lower bound of the total).
+_USED = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
+_TEMPORARIES = re.compile(r'required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available '
+                          r'HBM \(([\d.]+)([KMGT]?)\)')
+_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
 _cache_hits = [0]
 
@@ -46,10 +54,26 @@ def memory_of(compiled: Any) -> StepMemory:
                     int(analysis.generated_code_size_in_bytes))
 
 
+def _bytes(number: str, unit: str) -> int:
+  return int(float(number) * _UNITS[unit])
+
+
+def out_of_memory(error: Exception) -> tuple[int | None, int | None] | None:
+  """(used, limit) bytes from a compiler's out-of-memory refusal; None for other errors."""
+  text = str(error)
+  if 'RESOURCE_EXHAUSTED' not in text and 'out of memory' not in text.lower():
+    return None
+  match = _USED.search(text) or _TEMPORARIES.search(text)
+  if not match:
+    return None, None
+  return _bytes(*match.group(1, 2)), _bytes(*match.group(3, 4))
+
+
 def device_capacity(mesh: Mesh) -> int | None:
   """The bytes each device of `mesh` may hold, as it reports them (GPUs, TPUs); None where it
   reports none (CPUs)."""
-  local = next(device for device in mesh.devices.flat if device.process_index == jax.process_index())
+  local = next(device for device in mesh.devices.flat
+               if device.process_index == jax.process_index())
   stats = getattr(local, 'memory_stats', lambda: None)()
   limit = (stats or {}).get('bytes_limit')
   return int(limit) if limit else None
@@ -93,10 +117,17 @@ def compile_steps(train_step: Any, eval_step: Any, target: Any, mesh: Mesh, fact
     abstract = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
                 for key, s in shapes.items()}
     hits, start = _cache_hits[0], time.perf_counter()
-    executable = jitted.lower(target, abstract).compile()
+    per_device = batch // mesh.size
+    try:
+      executable = jitted.lower(target, abstract).compile()
+    except Exception as error:  # a TPU compiler refuses a program larger than its memory
+      refused = out_of_memory(error)
+      if refused is None:
+        raise
+      used, limit = refused
+      raise BatchTooLargeError(name, per_device, None, limit or capacity or 0, used) from error
     seconds = time.perf_counter() - start
     memory = memory_of(executable)
-    per_device = batch // mesh.size
     served = 'read from the compilation cache' if _cache_hits[0] > hits else 'compiled'
     logging.info('The %s step at %d images per device: %s in %.1f s; %.2f GiB per device '
                  '(state and batch %.2f GiB, temporaries %.2f GiB)%s.', name, per_device, served,
