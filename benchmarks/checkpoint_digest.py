@@ -1,4 +1,4 @@
-"""What the digest of a checkpoint costs (`checkpoints.state_digest`, at every save and
+"""What the digest of a checkpoint costs (`digest.state_digest`, at every save and
 restore): reduced on the devices against fetched to the host and summed in NumPy, alternately,
 on a full-size train state.
 
@@ -22,7 +22,7 @@ import optax
 from cli_args import positive_int
 
 from ran_jax.models import create_model, list_models
-from ran_jax.workdir import checkpoints
+from ran_jax.workdir import digest
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.state import train_state_factory
 
@@ -47,8 +47,7 @@ def main() -> None:
   state = jax.block_until_ready(init())
   state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
   leaves = jax.tree.leaves(state)
-  device_sums = checkpoints._device_sums  # pylint: disable=protected-access
-  host_sums = checkpoints._host_sums  # pylint: disable=protected-access
+  device_sums, host_sums = digest.device_sums, digest.host_sums
   first = timed(lambda: device_sums(leaves))
   device, host = [], []
   for _ in range(args.rounds):

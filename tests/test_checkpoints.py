@@ -18,7 +18,8 @@ import optax
 import pytest
 import tensorstore as ts
 
-from ran_jax.workdir import checkpoints
+from ran_jax.workdir import checkpoints, save_failures
+from ran_jax.workdir import digest as digest_lib
 from ran_jax.train import mesh as mesh_lib
 from ran_jax.process.errors import (CheckpointError, CheckpointSaveError, NonFiniteError,
                                     os_error_in)
@@ -114,12 +115,12 @@ def test_digest_on_the_devices_equals_the_host_computation():
             jnp.asarray(rng.normal(size=(5, 3)), jnp.bfloat16),
             jnp.asarray(rng.integers(-9, 9, size=11), jnp.int32),
             jnp.asarray(rng.integers(0, 2, size=4), jnp.bool_), jnp.int32(7)]
-  device_sums, device_finite = checkpoints._device_sums(leaves)
-  host_sums, host_finite = checkpoints._host_sums(leaves)
+  device_sums, device_finite = digest_lib.device_sums(leaves)
+  host_sums, host_finite = digest_lib.host_sums(leaves)
   np.testing.assert_array_equal(device_sums, host_sums)
   assert device_finite and host_finite and len(set(host_sums.tolist())) == len(leaves)
   broken = [*leaves[:4], jnp.float32(np.inf)]
-  assert checkpoints._device_sums(broken)[1] is False and checkpoints._host_sums(broken)[1] is False
+  assert digest_lib.device_sums(broken)[1] is False and digest_lib.host_sums(broken)[1] is False
   assert checkpoints.state_digest(leaves)[0] == hashlib.sha256(host_sums.tobytes()).hexdigest()[:32]
 
 
@@ -212,13 +213,13 @@ def test_tensorstore_names_the_os_error_of_a_failed_write(tmp_path):
   with pytest.raises(Exception) as raised, file_size_limit(4096):
     store.write(values).result()
   assert os_error_in(raised.value) is None  # no OSError to read the errno from
-  assert checkpoints._tensorstore_os_error(raised.value) == (errno.EFBIG, raised.value)
+  assert save_failures.tensorstore_os_error(raised.value) == (errno.EFBIG, raised.value)
   manager = checkpoints.make_manager(str(tmp_path / 'run'), keep=3)
   try:
     try:
       raise RuntimeError('save failed') from raised.value  # as wrapped by a caller
     except RuntimeError as wrapped:
-      error = checkpoints._save_failed(manager, 3, wrapped)
+      error = save_failures.save_failed(manager, 3, wrapped)
   finally:
     checkpoints.close_manager(manager)
   assert str(error).startswith(f'Could not save the checkpoint of step 3 in {tmp_path}/run/'
@@ -253,4 +254,4 @@ def test_a_disk_that_fills_during_the_save_is_named_full(tmp_path):
                             'no space left on device'), message
   assert 'no checkpoint was saved before it. Then free space there' in message, message
   if os_error_in(raised.value.__cause__) is None:  # TensorStore's error, not Python's
-    assert checkpoints._tensorstore_os_error(raised.value.__cause__)[0] == errno.ENOSPC
+    assert save_failures.tensorstore_os_error(raised.value.__cause__)[0] == errno.ENOSPC

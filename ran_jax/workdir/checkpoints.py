@@ -10,13 +10,8 @@ converted.
 """
 
 import contextlib
-import errno
 import gc
-import hashlib
 import logging
-import os
-import re
-import shutil
 import sys
 import time
 import weakref
@@ -24,29 +19,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
 from ran_jax.models import layout
-from ran_jax.process.errors import (CheckpointError, CheckpointSaveError, NonFiniteError, chain,
-                                    describe_os_error, os_error_in)
+from ran_jax.workdir import save_failures
+from ran_jax.workdir.digest import state_digest, structure_signature
+from ran_jax.process.errors import CheckpointError, CheckpointSaveError, NonFiniteError
 
 __all__ = ['CheckpointError', 'CheckpointSaveError', 'close_manager', 'has_steps',
            'make_manager', 'restore_latest', 'save', 'state_digest', 'wait_for_saves']
 
 DAMAGED_DIR = 'checkpoints_damaged'
-# Free space needed to start a save, in sizes of the last checkpoint: their sizes vary (up to
-# 1.8x from one step to the next, measured on a small model), and a save that runs out of
-# space half-way is a mess of failing writers.
-ROOM_FACTOR = 2.0
-# The OS errors of a full disk (or of a full quota on it).
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-# TensorStore raises a ValueError for a failed file operation and names the OS error only in
-# its message: '...: No space left on device [os_error_code='28']'.
-_TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
 
 
 def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
@@ -83,9 +69,6 @@ def close_manager(manager: ocp.CheckpointManager) -> None:
 
 # The step each manager is saving in the background, until the save is known to be written.
 _in_flight: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = weakref.WeakKeyDictionary()
-# The bytes of one checkpoint of each manager's run, measured once (`_check_room`).
-_checkpoint_sizes: 'weakref.WeakKeyDictionary[ocp.CheckpointManager, int]' = (
-    weakref.WeakKeyDictionary())
 
 
 def wait_for_saves(manager: ocp.CheckpointManager) -> None:
@@ -93,154 +76,8 @@ def wait_for_saves(manager: ocp.CheckpointManager) -> None:
   try:
     manager.wait_until_finished()
   except Exception as error:  # Orbax raises what the file system raised, often wrapped
-    raise _save_failed(manager, _in_flight.pop(manager, None), error) from error
+    raise save_failures.save_failed(manager, _in_flight.pop(manager, None), error) from error
   _in_flight.pop(manager, None)
-
-
-def _save_failed(manager: ocp.CheckpointManager, step: int | None,
-                 error: Exception) -> CheckpointSaveError:
-  """The one-line error of a failed save of `step`, naming the last good checkpoint."""
-  cause = os_error_in(error)
-  if cause is not None:
-    return _cannot_save(manager, step, describe_os_error(cause), cause.errno in _DISK_FULL)
-  reported = _tensorstore_os_error(error)
-  if reported is None:
-    return _cannot_save(manager, step, _reason(error), False)
-  code, error = reported
-  return _cannot_save(manager, step, f'{describe_os_error(OSError(code, os.strerror(code)))} '
-                      f'({_reason(error)})', code in _DISK_FULL)
-
-
-def _tensorstore_os_error(error: BaseException) -> tuple[int, BaseException] | None:
-  """(errno, error) of the first TensorStore error in `error`'s chain that names an OS error."""
-  for current in chain(error):
-    found = _TENSORSTORE_OS_ERROR.search(str(current))
-    if found:
-      return int(found[1]), current
-  return None
-
-
-def _cannot_save(manager: ocp.CheckpointManager, step: int | None, reason: str,
-                 full: bool) -> CheckpointSaveError:
-  directory = epath.Path(manager.directory)
-  try:
-    good = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()
-                   and p.name != str(step)), reverse=True)
-  except OSError:
-    good = []
-  kept = (f'the last good checkpoint, of step {good[0]}, is kept' if good else
-          'no checkpoint was saved before it')
-  fix = 'free space there' if full else 'make it writable'
-  what = f'of step {step}' if step is not None else 'in flight'
-  return CheckpointSaveError(
-      f'Could not save the checkpoint {what} in {directory}: {reason}; {kept}. Then {fix} '
-      '(or copy the work directory to a place that has room) and run the same command to '
-      'resume from it.')
-
-
-def _checkpoint_bytes(directory: epath.Path, step: int) -> int:
-  total = 0
-  for root, _, files in os.walk(directory / str(step)):
-    total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
-  return total
-
-
-def _check_room(manager: ocp.CheckpointManager, step: int) -> None:
-  """Refuses to start a save that the disk has no room for.
-
-  A save that runs out of space half-way leaves Orbax's writers failing one by one, so one is
-  started only with `ROOM_FACTOR` times the size of a checkpoint free. The size is measured
-  once per run, on the first checkpoint it finds (a run's checkpoints are all the same size).
-  Each process checks the file system it writes to, with no collective: on a shared one they
-  see the same free space. Object stores (`gs://`, ...) are not checked.
-  """
-  directory = epath.Path(manager.directory)
-  latest = manager.latest_step()
-  if latest is None or '://' in str(directory):
-    return  # a first save that fails is told apart by its error (`_save_failed`)
-  if manager not in _checkpoint_sizes:
-    _checkpoint_sizes[manager] = _checkpoint_bytes(directory, latest)
-  needed = _checkpoint_sizes[manager] * ROOM_FACTOR
-  free = shutil.disk_usage(directory).free
-  if free < needed:
-    raise _cannot_save(manager, step, f'no space left on device ({free / 2**20:.1f} MiB free; '
-                       f'a save needs about {needed / 2**20:.1f} MiB, {ROOM_FACTOR:g} times a '
-                       'checkpoint)', full=True)
-
-
-def _as_uint32(x: jax.Array) -> jax.Array:
-  """The bits of `x` as uint32 words, flattened (narrower types widened, 64-bit types split
-  low word first)."""
-  if x.dtype == jnp.bool_:
-    return x.astype(jnp.uint32).reshape(-1)
-  width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize, jnp.uint32)
-  return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32).reshape(-1)
-
-
-def _leaf_sum(leaf: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The sum of `leaf`'s words times 1, 3, 5, ... (mod 2**32; integer sums wrap exactly, in
-  any order of reduction), and whether its values are finite."""
-  words = _as_uint32(leaf)
-  weights = jnp.arange(words.size, dtype=jnp.uint32) * 2 + 1
-  finite = (jnp.all(jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact) else
-            jnp.bool_(True))
-  return jnp.sum(words * weights, dtype=jnp.uint32), finite
-
-
-@jax.jit
-def _state_sums(leaves: list[jax.Array]) -> tuple[jax.Array, jax.Array]:
-  """`_leaf_sum` of every leaf, as one program: (sums, all finite)."""
-  parts = [_leaf_sum(leaf) for leaf in leaves]
-  return (jnp.stack([part[0] for part in parts]),
-          jnp.all(jnp.stack([part[1] for part in parts])))
-
-
-def _device_sums(leaves: list[jax.Array]) -> tuple[np.ndarray, bool]:
-  """`_leaf_sum` of each leaf, computed where the leaves live: one program for the whole state
-  (compiled once per state structure), one dispatch, one small transfer."""
-  sums, finite = jax.device_get(_state_sums(leaves))
-  return np.asarray(sums, np.uint32), bool(finite)
-
-
-def _host_sums(leaves: list[Any]) -> tuple[np.ndarray, bool]:
-  """The same sums computed in NumPy on the host."""
-  sums, finite = [], True
-  for leaf in jax.device_get(leaves):
-    leaf = np.ascontiguousarray(leaf)
-    words = (leaf.astype(np.uint32) if leaf.dtype == np.bool_ else leaf.view(
-        {1: np.uint8, 2: np.uint16}.get(leaf.dtype.itemsize, np.uint32)).astype(np.uint32))
-    weights = np.arange(words.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
-    sums.append(np.sum(words.reshape(-1) * weights, dtype=np.uint32))
-    if np.issubdtype(leaf.dtype, np.inexact):
-      finite = finite and bool(np.isfinite(leaf).all())
-  return np.asarray(sums, np.uint32), finite
-
-
-def _on_accelerators(leaves: list[Any]) -> bool:
-  return any(device.platform != 'cpu' for leaf in leaves if isinstance(leaf, jax.Array)
-             for device in leaf.devices())
-
-
-def state_digest(state: Any) -> tuple[str, bool]:
-  """(digest of every bit of `state`, whether all its floating-point values are finite).
-
-  Per leaf, the sum of its uint32 words times 1, 3, 5, ... (mod 2**32), hashed; integer sums
-  are exact, so the digest is the same whatever the device count or placement. A state on
-  GPUs or TPUs is reduced there (only a word per leaf comes to the host, where fetching it
-  all would copy the whole state at every save); on CPUs, where the state is in host memory
-  already, NumPy does it without compiling anything (`benchmarks/checkpoint_digest.py`).
-  """
-  leaves = jax.tree.leaves(state)
-  sums, finite = _device_sums(leaves) if _on_accelerators(leaves) else _host_sums(leaves)
-  return hashlib.sha256(sums.tobytes()).hexdigest()[:32], finite
-
-
-def structure_signature(state: Any) -> str:
-  """A hash of the state's paths, shapes and dtypes (works on abstract states too)."""
-  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-  entries = [f'{jax.tree_util.keystr(path)} {np.shape(leaf)} {jnp.result_type(leaf).name}'
-             for path, leaf in leaves]
-  return hashlib.sha256('\n'.join(entries).encode()).hexdigest()[:16]
 
 
 def _num_params(params: Any) -> int:
@@ -260,22 +97,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
   meta = dict(input_state, state_digest=digest, state_signature=structure_signature(state),
               num_params=_num_params(state.params), state_layout=layout.layout_of(state.params))
   wait_for_saves(manager)  # a failure of the save before this one is reported as its own
-  _check_room(manager, step)
+  save_failures.check_room(manager, step)
   _in_flight[manager] = step
   try:
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(meta)), force=True)
   except Exception as error:
-    raise _save_failed(manager, _in_flight.pop(manager), error) from error
-
-
-def _reason(error: BaseException) -> str:
-  """'Type: message' of `error` on one line, cut short; of the error it was raised from when it
-  is a plain Exception (Orbax's wrapper of a failed read, which adds only the array's index and
-  the store's long spec)."""
-  while type(error) is Exception and error.__cause__ is not None:
-    error = error.__cause__
-  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
+    raise save_failures.save_failed(manager, _in_flight.pop(manager), error) from error
 
 
 @contextlib.contextmanager
@@ -320,7 +148,7 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict | str:
     return dict(manager.restore(step, args=ocp.args.Composite(
         input=ocp.args.JsonRestore())).input)
   except Exception as error:  # Orbax/TensorStore raise many types for bad files
-    return f'its metadata could not be read ({_reason(error)})'
+    return f'its metadata could not be read ({save_failures.reason(error)})'
 
 
 def _read_target(meta: dict, target: Any, path: epath.Path,
@@ -354,8 +182,8 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any,
   except Exception as error:
     if meta.get('state_signature') is None:  # no signature: can't tell damage from mismatch
       raise CheckpointError(f'The checkpoint at {path} could not be restored '
-                            f'({_reason(error)}).') from error
-    return f'its state could not be read ({_reason(error)})'
+                            f'({save_failures.reason(error)}).') from error
+    return f'its state could not be read ({save_failures.reason(error)})'
   digest, finite = state_digest(state)
   if not finite:
     return 'it holds non-finite values'
@@ -462,7 +290,7 @@ def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, A
       with _quiet_failed_reads():
         variables = _read_part(path / 'state', read_target)
     except Exception as error:
-      skipped.append((step, f'its variables could not be read ({_reason(error)})'))
+      skipped.append((step, f'its variables could not be read ({save_failures.reason(error)})'))
       continue
     if not state_digest(variables)[1]:
       skipped.append((step, 'it holds non-finite values'))
