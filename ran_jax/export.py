@@ -62,13 +62,13 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   from ran_jax.models import exported, layout
   from ran_jax.experiments.network import model_overrides
   from ran_jax.train.loop import EVAL_RESULTS
+  from ran_jax.train.state import abstract_variables
   loaded = inference_model.load_for_inference(config, workdir)
   config = loaded.config
   overrides = {**model_overrides(config), 'dtype': config.dtype, 'scan': False, 'remat': 'none'}
   model = loaded.model.clone(scan=False, remat='none')
   size, channels = loaded.image_size, loaded.channels
-  like = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False))
+  like = abstract_variables(model, (size, size, channels))
   variables = {key: loaded.variables[key] for key in ('params', 'batch_stats')}
   if layout.layout_of(variables) != layout.layout_of(like):
     variables = layout.convert(variables, like)

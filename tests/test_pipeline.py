@@ -10,6 +10,7 @@ import tensorflow as tf
 from tensorflow_datasets.core import file_adapters
 
 from ran_jax.data import builders, sources
+from ran_jax.data.source import batch_shapes
 from ran_jax.data.datasets import get_spec
 from ran_jax.data.pipeline import DatasetUnavailableError, InputConfig, InputPipeline, as_numpy
 
@@ -254,7 +255,8 @@ def test_batch_shapes_are_the_pipelines_batches(dataset, digits, imagenet_dir):
     batch = pipeline.config.global_batch_size if train else pipeline.config.eval_batch_size
     source = sources.source_of(ml_collections.ConfigDict(
         {'dataset': dataset, 'image_size': size, 'eval_image_size': eval_size}))
-    shapes = source.batch_shapes(batch, size if train else eval_size, train=train)
+    shapes = batch_shapes(source.planning_facts(), batch, size if train else eval_size,
+                          train=train)
     assert sorted(shapes) == sorted(spec)
     for name, tensor in spec.items():
       assert shapes[name].dtype == tensor.dtype.as_numpy_dtype, name

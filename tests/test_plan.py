@@ -17,6 +17,7 @@ from training_jobs import TINY_NETWORK
 from configs import digits_attention56
 from ran_jax import plan as plan_lib
 from ran_jax.data import sources, synthetic
+from ran_jax.data.source import batch_shapes
 from ran_jax.planning import accelerators, memory_plan
 from ran_jax.train import compiled
 from ran_jax.planning.memory_plan import CompiledStep, StepMemory, search_largest_batch
@@ -265,7 +266,7 @@ def test_synthetic_batches_are_the_batch_shapes():
                        (False, next(data.eval_batches(sharding)))):
     source = sources.source_of(ml_collections.ConfigDict(
         {'dataset': synthetic.NAME, 'image_size': 16, 'eval_image_size': 16}))
-    shapes = source.batch_shapes(8, 16, train=train)
+    shapes = batch_shapes(source.planning_facts(), 8, 16, train=train)
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
         k: (s.shape, s.dtype) for k, s in shapes.items()}
 

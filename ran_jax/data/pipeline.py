@@ -90,8 +90,6 @@ def mean_image(builder: tfds.core.DatasetBuilder, spec: DatasetSpec) -> tf.Tenso
 class InputPipeline:
   """Builds the train and eval datasets of one process (an `InputSource`)."""
 
-  has_eval_images = True
-
   def __init__(self, config: InputConfig, spec: DatasetSpec | None = None):
     """`spec`: the TFDS dataset's (default: that of `config.dataset`); a folder's comes from its
     images."""
@@ -135,8 +133,6 @@ class InputPipeline:
         blocks, self.builder.info.file_format, seed=config.seed,
         process_index=config.process_index,
         epoch_size=self.steps_per_epoch * config.local_batch_size, window=config.shuffle_buffer)
-    per_pixel = self.spec.recipe == 'small' and self.spec.mean is None
-    self._mean = mean_image(self.builder, self.spec) if per_pixel else None
     self._label_shifts = self._noise() if config.label_noise > 0 else None
 
   def _noise(self) -> tf.Tensor:
@@ -156,7 +152,9 @@ class InputPipeline:
 
   @functools.cached_property
   def _normalizer(self) -> normalize.InputNormalizer:
-    return normalize.for_dataset(self.spec, None if self._mean is None else self._mean.numpy(),
+    per_pixel = self.spec.recipe == 'small' and self.spec.mean is None  # a pass over the split
+    mean = mean_image(self.builder, self.spec).numpy() if per_pixel else None
+    return normalize.for_dataset(self.spec, mean,
                                  self.image_size)
 
   @property

@@ -59,7 +59,6 @@ class InputSource(Protocol):
     num_classes: classes of the labels; channels: of the images; class_names: one per class.
     num_train_examples: the size of the whole train split (epochs count it).
     image_size / eval_image_size: the sides of the training and evaluation images.
-    has_eval_images: whether its evaluation examples are images worth showing (real data).
   """
   num_classes: int
   channels: int
@@ -67,7 +66,6 @@ class InputSource(Protocol):
   class_names: tuple[str, ...]
   image_size: int
   eval_image_size: int
-  has_eval_images: bool
 
   @property
   def facts(self) -> InputFacts:

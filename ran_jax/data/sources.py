@@ -2,7 +2,7 @@
 
 A `DataSource` answers everything the rest of the package asks about its data: which config
 fields it reads, whether the image sizes and the network are left to the data, the image size
-it imposes, the batch shapes, the input facts without the data (planning) or from a trained
+it imposes, the input facts without the data (planning) or from a trained
 run's directory, and how to open (and, where needed, prepare) it. Outside `ran_jax.data`, no
 module compares `config.dataset` or a recipe name: a new kind of source is a subclass here and
 an entry in `KINDS`. Imports no TensorFlow (the TFDS kinds import it when they open data).
@@ -21,7 +21,7 @@ import numpy as np
 from ran_jax.data import normalize, synthetic
 from ran_jax.data.datasets import (DATASETS, FOLDER, RECIPES, DatasetSpec,
                                    DatasetUnavailableError)
-from ran_jax.data.source import InputFacts, InputSource, batch_shapes
+from ran_jax.data.source import InputFacts, InputSource
 
 if TYPE_CHECKING:
   from ran_jax.data.pipeline import InputConfig
@@ -69,12 +69,6 @@ class DataSource:
     """Config fields the data decides ({dotted field: value}), applied where they are unset."""
     del facts
     return {}
-
-  def batch_shapes(self, batch_size: int, image_size: int, *,
-                   train: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global batch for the train step (`train`) or the eval step (`source.batch_shapes`),
-    known without the data."""
-    return batch_shapes(self.planning_facts(), batch_size, image_size, train=train)
 
   def _input_config(self, **extra: Any) -> InputConfig:
     from ran_jax.data.pipeline import InputConfig

@@ -35,7 +35,6 @@ class SyntheticInput:
   class_names = CLASS_NAMES
   channels = CHANNELS
   num_train_examples = NUM_TRAIN_EXAMPLES
-  has_eval_images = False  # random pixels: nothing to show
 
   def __init__(self, global_batch_size: int, eval_batch_size: int, image_size: int,
                eval_image_size: int, seed: int = 0):
@@ -60,7 +59,7 @@ class SyntheticInput:
     return normalize.imagenet_normalizer()
 
   def eval_examples(self, count: int) -> dict[str, np.ndarray]:
-    """Synthetic input has no eval images (`has_eval_images`)."""
+    """Synthetic input has no eval images (`SyntheticSource.has_eval_images`)."""
     raise ValueError(f'the {NAME!r} dataset has no eval images to show')
 
   def train_batches(self, start_step: int, sharding: NamedSharding,

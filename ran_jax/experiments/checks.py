@@ -40,6 +40,27 @@ RENAMED = {'image_layout': 'recipe'}
 REPLACED = {'lr_boundaries': 'lr_decay_epochs', 'warmup_steps': 'warmup_epochs'}
 
 
+def _node(config: ml_collections.ConfigDict, field: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The ConfigDict that holds a dotted field ('model.name'), and the field's own name."""
+  *parents, name = field.split('.')
+  for parent in parents:
+    config = config[parent]
+  return config, name
+
+
+def field_value(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted field ('model.name'), None when it is unset or absent."""
+  node, name = _node(config, field)
+  return node.get(name)
+
+
+def set_field(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
+  """Sets a dotted field ('model.name') of `config` in place."""
+  node, name = _node(config, field)
+  with node.unlocked():
+    node[name] = value
+
+
 def with_current_names(config: ml_collections.ConfigDict, *,
                        warn: bool = True) -> ml_collections.ConfigDict:
   """`config` with each field set under its former name (`RENAMED`) moved to its current one,

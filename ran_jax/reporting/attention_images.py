@@ -55,11 +55,10 @@ class AttentionImages:
 
 def make(config: ml_collections.ConfigDict, model: ResidualAttentionNetwork,
          source: InputSource, variables: Any) -> AttentionImages | None:
-  """The writer of `config.attention_images` mask images, or None when there is nothing to
-  write here: 0 images asked, an input without eval images (synthetic data), a process other
-  than 0, or a network without attention masks."""
-  if (config.attention_images == 0 or not source.has_eval_images or
-      jax.process_index() > 0):
+  """The writer of `config.attention_images` mask images from `source`'s eval images, or None
+  when there is nothing to write here: 0 images asked, a process other than 0, or a network
+  without attention masks."""
+  if config.attention_images == 0 or jax.process_index() > 0:
     return None
   if not model.has_soft_masks:
     logging.info('The network has no attention masks; no mask images are written.')

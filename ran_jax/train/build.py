@@ -15,7 +15,7 @@ import optax
 from jax.sharding import Mesh
 
 from ran_jax.data.normalize import InputNormalizer
-from ran_jax.experiments.checks import check_model
+from ran_jax.experiments.checks import check_model, field_value, set_field
 from ran_jax.experiments.network import build_model
 from ran_jax.models import ResidualAttentionNetwork
 from ran_jax.train import mesh as mesh_lib
@@ -112,12 +112,7 @@ def with_data_defaults(config: ml_collections.ConfigDict, defaults: dict[str, An
     return config
   config = config.copy_and_resolve_references()
   for field, value in defaults.items():
-    *parents, name = field.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    if replace or node.get(name) is None:
-      with node.unlocked():
-        node[name] = value
+    if replace or field_value(config, field) is None:
+      set_field(config, field, value)
   check_model(config)
   return config

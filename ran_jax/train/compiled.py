@@ -93,26 +93,28 @@ def _listen_for_cache_hits() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CompiledSteps:
-  """The compiled train and eval steps (called as the jitted ones are) and their memory."""
+  """The compiled train and eval steps, called as the jitted ones are (`train` None: not
+  compiled, for a run that only evaluates)."""
   train: Any
   eval: Any
-  train_memory: StepMemory
-  eval_memory: StepMemory
 
 
-def compile_steps(train_step: Any, eval_step: Any, target: Any, mesh: Mesh, facts: InputFacts,
-                  *, batch_size: int, eval_batch_size: int) -> CompiledSteps:
-  """Compiles the jitted `train_step` and `eval_step` for the abstract state `target` and the
-  global batches of `facts`' images; logs each; raises BatchTooLargeError when a step needs
-  more memory than a device has."""
+def compile_steps(train_step: Any | None, eval_step: Any, target: Any, mesh: Mesh,
+                  facts: InputFacts, *, batch_size: int, eval_batch_size: int) -> CompiledSteps:
+  """Compiles the jitted `train_step` (None: a run that only evaluates) and `eval_step` for the
+  abstract state `target` and the global batches of `facts`' images; logs each; raises
+  BatchTooLargeError when a step needs more memory than a device has."""
   _listen_for_cache_hits()
-  logging.info('Compiling the train and eval steps for %d device%s ...', mesh.size,
+  steps = ('the train and eval steps' if train_step is not None else 'the eval step')
+  logging.info('Compiling %s for %d device%s ...', steps, mesh.size,
                '' if mesh.size == 1 else 's')
   sharding = mesh_lib.data_sharding(mesh)
   capacity = device_capacity(mesh)
-  compiled = {}
+  compiled = {'train': None}
   for name, jitted, batch, size in (('train', train_step, batch_size, facts.image_size),
                                     ('eval', eval_step, eval_batch_size, facts.eval_image_size)):
+    if jitted is None:
+      continue
     shapes = batch_shapes(facts, batch, size, train=name == 'train')
     abstract = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
                 for key, s in shapes.items()}
@@ -136,6 +138,5 @@ def compile_steps(train_step: Any, eval_step: Any, target: Any, mesh: Mesh, fact
                  f' of the {capacity / 2**30:.2f} GiB each device has' if capacity else '')
     if capacity is not None and memory.total > capacity:
       raise BatchTooLargeError(name, per_device, memory, capacity)
-    compiled[name] = (executable, memory)
-  return CompiledSteps(compiled['train'][0], compiled['eval'][0], compiled['train'][1],
-                       compiled['eval'][1])
+    compiled[name] = executable
+  return CompiledSteps(compiled['train'], compiled['eval'])

@@ -64,7 +64,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   source = sources.source_of(config)
   with stop.phase('while loading the dataset'):  # preparing it can take hours
     pipeline = source.open()
-  config = build.with_data_defaults(config, source.data_defaults(pipeline.facts))
+  facts = pipeline.facts
+  config = build.with_data_defaults(config, source.data_defaults(facts))
   _record_run(config, workdir, pipeline)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
@@ -83,11 +84,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   with stop.phase('while compiling'):
     train_step, eval_step = build.jit_config_steps(config, training, mesh, pipeline.normalizer())
     try:
-      steps = compiled.compile_steps(train_step, eval_step, training.target, mesh,
-                                     pipeline.facts, batch_size=config.batch_size,
+      steps = compiled.compile_steps(None if config.eval_only else train_step, eval_step,
+                                     training.target, mesh, facts, batch_size=config.batch_size,
                                      eval_batch_size=config.eval_batch_size)
     except BatchTooLargeError as error:
-      error.config, error.facts = config, pipeline.facts  # for the search of one that fits
+      error.config, error.facts = config, facts  # for the search of one that fits
       raise
     if restored is None:
       state, start_step = training.init(), 0
@@ -100,7 +101,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     writer = writers.create_writer(workdir, just_logging=jax.process_index() > 0)
     cleanup.callback(writer.close)
     attention = None
-    if pipeline.has_eval_images:  # imports TensorFlow, as the input of such data does anyway
+    if source.has_eval_images:  # imports TensorFlow, as the input of such data does anyway
       from ran_jax.reporting import attention_images
       attention = attention_images.make(config, training.model, pipeline, network.variables)
   return Run(config, workdir, pipeline, training.model, mesh, state, steps.train, steps.eval,

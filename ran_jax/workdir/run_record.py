@@ -159,10 +159,5 @@ def resolve(config: ml_collections.ConfigDict | None, workdir: str
   merged = record.config.copy_and_resolve_references()
   for field, (_, value) in changed_fields(record.config, config).items():
     if not alters_model_or_input(field) and value is not None:
-      *parents, name = field.split('.')
-      node = merged
-      for parent in parents:
-        node = node[parent]
-      with node.unlocked():
-        node[name] = tuple(value) if isinstance(value, list) else value
+      checks.set_field(merged, field, tuple(value) if isinstance(value, list) else value)
   return merged, record
