@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --model attention56 --batch 256 --dtype bfloat16 \\
         --remat unit --remat-policy conv_outputs
     python benchmarks/train_step.py --model attention56 --dtype bfloat16 --largest-batch
+    python benchmarks/train_step.py --model attention56 --batch 64 --grad-accum-steps 4
 
 Prints one JSON line: images/s and the median step time over `--repeats` synchronised steps
 (after `--warmup` steps), compile time, multiply-adds per image, XLA's FLOPs per step, the
@@ -12,7 +13,9 @@ backward twice that), the MFU against the device's dense peak when it is known, 
 XLA's temporary-buffer bytes per image of the compiled step (activations and workspace; XLA:CPU
 drops rematerialisation, so on CPUs this does not move with --remat), the activation bytes
 per image that JAX keeps for the backward pass (what --remat reduces, on any backend), and
-the device's peak bytes in use where the backend reports them (GPUs, TPUs).
+the device's peak bytes in use where the backend reports them (GPUs, TPUs), and XLA's total
+bytes per device of the compiled step (arguments + outputs - aliased + temporaries + code).
+With --grad-accum-steps K, each step is one update over K micro-batches of batch / K.
 
 With --largest-batch, the batch is the largest multiple of --batch-multiple per device whose
 compiled step fits the device's memory (its bytes_limit, or --capacity-gib), found from XLA's
@@ -27,6 +30,7 @@ TensorFlow and clu are not installed.
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -76,6 +80,8 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument('--remat', default='none', choices=REMAT)
   parser.add_argument('--remat-policy', default='nothing', choices=tuple(REMAT_POLICIES),
                       help='what a rematerialised block keeps')
+  parser.add_argument('--grad-accum-steps', type=positive_int, default=1,
+                      help='micro-batches per update (the batch per device must divide by it)')
   parser.add_argument('--warmup', type=positive_int, default=2,
                       help='untimed steps after compiling')
   parser.add_argument('--repeats', type=positive_int, default=5,
@@ -112,14 +118,15 @@ def build(args: argparse.Namespace):
   compile seconds and the batch (found when --largest-batch)."""
   mesh = mesh_lib.make_mesh()
   devices = mesh.devices.size
-  if args.batch % devices:
+  if args.batch % (devices * args.grad_accum_steps):
     raise SystemExit(f'error: --batch={args.batch} must be a multiple of the number of devices '
-                     f'({devices}).')
+                     f'({devices}) x --grad-accum-steps ({args.grad_accum_steps}).')
   overrides = {'dtype': args.dtype}
   if args.remat != 'none':
     overrides.update(remat=args.remat, remat_policy=args.remat_policy)
   model = create_model(args.model, num_classes=args.num_classes, **overrides)
-  train_step, init, target = build_train_step(model, mesh, args.image_size)
+  train_step, init, target = build_train_step(model, mesh, args.image_size,
+                                              args.grad_accum_steps)
   sharding = mesh_lib.data_sharding(mesh)
   shape = (args.image_size, args.image_size, 3)
 
@@ -135,8 +142,9 @@ def build(args: argparse.Namespace):
   first = compile_at(args.batch // devices)
   chosen = first
   if args.largest_batch:
-    found = memory_plan.search_largest_batch(compile_at, _capacity(args), [first],
-                                             multiple=args.batch_multiple, max_compiles=3)
+    found = memory_plan.search_largest_batch(
+        compile_at, _capacity(args), [first], max_compiles=3, least=args.grad_accum_steps,
+        multiple=math.lcm(args.batch_multiple, args.grad_accum_steps))
     if found.largest is None:
       raise SystemExit(f'error: not even {args.batch_multiple} images per device fit.')
     chosen = next(c for c in (first, *found.compiles)
@@ -185,7 +193,7 @@ def main() -> None:
   total_peak = peak * jax.device_count() if peak else None
   print(json.dumps({
       'model': args.model, 'image_size': args.image_size, 'batch': args.batch,
-      'dtype': args.dtype, 'remat': args.remat,
+      'dtype': args.dtype, 'remat': args.remat, 'grad_accum_steps': args.grad_accum_steps,
       'remat_policy': args.remat_policy if args.remat != 'none' else None,
       'devices': jax.device_count(), 'device_kind': device.device_kind,
       'images_per_s': round(args.batch / step_s, 3), 'step_ms': round(step_s * 1e3, 2),
@@ -198,6 +206,7 @@ def main() -> None:
       'temp_bytes_per_image': memory.temp_size_in_bytes / args.batch if memory else None,
       'activation_bytes_per_image': activation_bytes_per_image(model, args.image_size),
       'argument_bytes': memory.argument_size_in_bytes if memory else None,
+      'total_bytes_per_device': memory_plan.memory_of(compiled).total if memory else None,
       'peak_bytes_in_use': stats.get('peak_bytes_in_use') if stats else None,
   }))
 

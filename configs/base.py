@@ -83,6 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 256
   config.eval_batch_size = 256
+  # Gradient accumulation: each update is the mean gradient of this many micro-batches of
+  # batch_size / grad_accum_steps, run one after the other in one compiled step (the memory of
+  # one micro-batch). BatchNorm then normalises each micro-batch by its own statistics (over
+  # batch_size / grad_accum_steps examples, all devices together), as the paper's multi-GPU
+  # Caffe training normalised each GPU's share; the schedule still counts updates of batch_size.
+  config.grad_accum_steps = 1
   # The paper's ImageNet schedule: batch 256, lr / 10 at 200k, 400k and 500k iterations, stop at
   # 530k. Sets num_epochs (105.9) and lr_decay_epochs (39.96, 79.93, 99.91).
   set_schedule_from_iterations(config, batch_size=256, decays=(200_000, 400_000, 500_000),
@@ -102,6 +108,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 1e-4
   config.weight_decay_bn_and_bias = True  # as in the original Caffe training
   config.label_smoothing = 0.0
+  # An exponential moving average of the parameters and BatchNorm statistics, updated after
+  # each step (average = decay * average + (1 - decay) * weights; e.g. 0.999). Evaluated
+  # beside the weights (ema_* in eval_results.json), and the one predict, visualize and export
+  # use (their --noema: the weights). Unset: none kept.
+  config.ema_decay = placeholder(float)
 
   # Fine-tuning: start from the latest checkpoint of another run's work directory (any
   # dataset): every variable whose path and shape match is loaded, the others (the classifier,

@@ -9,7 +9,11 @@ for full precision, e.g. on CPUs or GPUs older than Ampere). Data: TFDS imagenet
 the manual download (see README, "ImageNet"). Memory: the train step needs 3.91 GiB per
 chip at batch 256 on a v5p-8 (64 per chip; XLA's analysis of the step compiled for the
 topology: `python -m ran_jax.plan --config=configs/imagenet_attention56.py --topology=v5p-8`);
-every ImageNet config on each TPU type is in benchmarks/README.md ("TPU plans").
+every ImageNet config on each TPU type is in benchmarks/README.md ("TPU plans"). Fewer or
+smaller devices keep the paper's batch of 256 with `--config.grad_accum_steps=K`: each update
+averages the gradients of K micro-batches of 256 / K, each normalised by its own BatchNorm
+statistics, as the authors' GPUs each normalised their own 32 (K = 8 is their setting on one
+device).
 Training (the paper's): SGD, Nesterov 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10
 at 200k, 400k and 500k iterations, stop at 530k; in epochs of the 1,281,167 training images:
 decays at 39.96, 79.93 and 99.91, stop at 105.9. Another batch size keeps these epochs and

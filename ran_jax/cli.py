@@ -75,6 +75,14 @@ def define_out_flag(help_text: str) -> None:
     flags.DEFINE_string('out', None, help_text)
 
 
+def define_ema_flag() -> None:
+  """Defines --ema (once per process): the tools that load a trained network use the moving
+  average of its weights where the run kept one."""
+  if 'ema' not in FLAGS:
+    flags.DEFINE_bool('ema', True, 'Use the moving average of the weights where the run kept '
+                      'one (config.ema_decay); --noema: the weights themselves.')
+
+
 def define_workdir_flag() -> None:
   """Defines the required --workdir flag (once per process, whichever tools import this)."""
   if 'workdir' not in FLAGS:

@@ -5,8 +5,9 @@
 Restores the latest checkpoint of the run in DIR (with the config it recorded there; --config
 as for predict) and writes into EXPORT_DIR:
 - `weights.npz` and `model.json`: the float32 params and batch_stats in the default variable
-  layout, and what rebuilds the network and its input (`ran_jax.models.load(EXPORT_DIR)` ->
-  (model, variables, preprocess), importing only JAX, Flax and NumPy);
+  layout (their moving average where the run kept one, config.ema_decay, unless --noema), and
+  what rebuilds the network and its input (`ran_jax.models.load(EXPORT_DIR)` -> (model,
+  variables, preprocess), importing only JAX, Flax and NumPy);
 - `inference.jax`: the whole inference function, uint8 images (N, S, S, C) at the network's
   input size, for any N -> class probabilities (N, classes) (and, with --masks, each attention
   module's soft mask averaged over its channels, (N, h, w), in the order model.json lists),
@@ -27,6 +28,7 @@ from ran_jax.cli import FLAGS
 
 cli.define_workdir_flag()
 cli.define_out_flag('The directory to write the export into.')
+cli.define_ema_flag()
 flags.DEFINE_bool('masks', False, 'The serialised function also returns the soft masks.')
 flags.DEFINE_list('platforms', ['cpu', 'cuda', 'tpu'],
                   'The platforms the serialised function is lowered for.')
@@ -51,8 +53,9 @@ def normalization(normalizer) -> dict:
 
 
 def export(config, workdir: str, out: str, *, masks: bool = False,
-           platforms: tuple[str, ...] = ('cpu', 'cuda', 'tpu')) -> dict:
-  """Writes the export of the run in `workdir` into `out`; its model.json."""
+           platforms: tuple[str, ...] = ('cpu', 'cuda', 'tpu'), average: bool = True) -> dict:
+  """Writes the export of the run in `workdir` into `out`; its model.json. `average`: the
+  moving average of the weights where the run kept one."""
   import jax
   import jax.numpy as jnp
   from jax import export as jax_export
@@ -63,7 +66,7 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
   from ran_jax.experiments.network import model_overrides
   from ran_jax.train.loop import EVAL_RESULTS
   from ran_jax.train.state import abstract_variables
-  loaded = inference_model.load_for_inference(config, workdir)
+  loaded = inference_model.load_for_inference(config, workdir, average=average)
   config = loaded.config
   overrides = {**model_overrides(config), 'dtype': config.dtype, 'scan': False, 'remat': 'none'}
   model = loaded.model.clone(scan=False, remat='none')
@@ -83,7 +86,8 @@ def export(config, workdir: str, out: str, *, masks: bool = False,
                 'overrides': overrides},
       'input': {'image_size': size, 'channels': channels, 'recipe': loaded.recipe,
                 'dtype': 'uint8'},
-      'class_names': list(loaded.class_names), 'step': loaded.step, 'eval_results': results,
+      'class_names': list(loaded.class_names), 'step': loaded.step,
+      'weights': 'moving average' if loaded.averaged else 'as trained', 'eval_results': results,
       'jax_version': jax.__version__, 'function': exported.FUNCTION,
       'function_platforms': list(platforms), 'masks': []}
   if masks:  # their names and sizes, from the shapes alone
@@ -122,14 +126,16 @@ def main(argv: list[str]) -> None:
              'directory')
   try:
     description = export(FLAGS.config, FLAGS.workdir, FLAGS.out, masks=FLAGS.masks,
-                         platforms=tuple(FLAGS.platforms))
+                         platforms=tuple(FLAGS.platforms), average=FLAGS.ema)
   except (ValueError, FileNotFoundError, NotADirectoryError, DatasetUnavailableError,
           TrainingError) as error:
     cli.fail(error)
   except OSError as error:
     cli.fail(f'could not write {FLAGS.out} ({error}); give a writable --out directory')
+  averaged = description['weights'] == 'moving average'
   print(f'Wrote {FLAGS.out}: {description["model"]["name"]} of step {description["step"]} '
-        f'({len(description["class_names"])} classes, {description["input"]["image_size"]}px '
+        f'({"the moving average of its weights, " if averaged else ""}'
+        f'{len(description["class_names"])} classes, {description["input"]["image_size"]}px '
         f'{description["input"]["channels"]}-channel uint8 input), inference.jax for '
         f'{", ".join(description["function_platforms"])}'
         f'{" with the soft masks" if FLAGS.masks else ""}.', flush=True)

@@ -2,7 +2,8 @@
 `ran_jax.visualize` and `ran_jax.export`.
 
 `load_for_inference` reads the network's variables (parameters and BatchNorm statistics, not
-the optimizer's state) from the latest checkpoint, and adds what inference needs of the input:
+the optimizer's state; their moving average where the run kept one, unless asked for the
+weights themselves) from the latest checkpoint, and adds what inference needs of the input:
 the normalisation, the class names, the channel count and the eval image size, from the run's
 record (`run.json`), or, for a run started before runs recorded themselves, from its data
 source. `load_files` reads image files as its evaluation would.
@@ -38,6 +39,7 @@ class InferenceModel:
   Attributes:
     config: the run's config, as inference uses it.
     model: the network; variables: its 'params' and 'batch_stats'; step: the checkpoint's.
+    averaged: whether `variables` are the moving average of the weights (`config.ema_decay`).
     normalizer: turns a batch of pixels (0-255, with 'crop' for the 'small' recipe) into
       the network's input, as in evaluation.
     class_names: one name per class (from the dataset info).
@@ -48,6 +50,7 @@ class InferenceModel:
   model: ResidualAttentionNetwork
   variables: dict[str, Any]
   step: int
+  averaged: bool
   normalizer: normalize.InputNormalizer
   class_names: tuple[str, ...]
   channels: int
@@ -76,11 +79,12 @@ def _missing(workdir: str) -> MissingCheckpointError:
       'one first with python3 -m ran_jax.main')
 
 
-def load_for_inference(config: ml_collections.ConfigDict | None,
-                       workdir: str) -> InferenceModel:
+def load_for_inference(config: ml_collections.ConfigDict | None, workdir: str, *,
+                       average: bool = True) -> InferenceModel:
   """The network of the latest checkpoint in `workdir`, on this host's first device.
 
-  `config`: fields to use at inference (`run_record.resolve`); None for the run's own. A run
+  `config`: fields to use at inference (`run_record.resolve`); None for the run's own.
+  `average`: the moving average of the weights where the run kept one (else the weights). A run
   that recorded itself needs no dataset. Raises MissingCheckpointError when `workdir` holds no
   checkpoint, `DatasetUnavailableError` when an unrecorded 'small' run's dataset is not
   prepared, and `CheckpointError` when the checkpoint is of another model or damaged.
@@ -106,15 +110,16 @@ def load_for_inference(config: ml_collections.ConfigDict | None,
   manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
   try:
     restored = checkpoints.restore_latest_variables(
-        manager, target(model), lambda: target(model.clone(scan=not model.scan)))
+        manager, target(model), lambda: target(model.clone(scan=not model.scan)),
+        average=average)
   finally:
     checkpoints.close_manager(manager)
   if restored is None:
     raise _missing(workdir)
-  step, variables = restored
+  step, variables, averaged = restored
   return InferenceModel(
-      config=config, model=model, variables=variables, step=step, normalizer=facts.normalizer,
-      class_names=facts.class_names, channels=facts.channels,
+      config=config, model=model, variables=variables, step=step, averaged=averaged,
+      normalizer=facts.normalizer, class_names=facts.class_names, channels=facts.channels,
       image_size=config.eval_image_size)
 
 

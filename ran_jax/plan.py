@@ -13,7 +13,10 @@ their total against the device's HBM, whether it fits, XLA's FLOPs next to the m
 multiply-adds, and the compile time. When the train step does not fit (or with --search), it
 finds the largest per-device batch that does (two compiles give memory as a line in the
 batch, a third confirms the batch where it meets the capacity, a fourth that the next one
-does not fit) and tries `model.remat` settings at the asked batch. Nothing is run.
+does not fit), tries the asked batch in 2, 4, 8, ... times as many micro-batches
+(`grad_accum_steps`) and tries `model.remat` settings at the asked batch. The train step is
+the trainer's, in the config's micro-batches and with the moving average of the weights in its
+state when `ema_decay` is set. Nothing is run.
 
 Exit status: 0 when the train step fits at the asked batch, 3 when it does not, 1 on an error,
 2 on a bad command line.
@@ -23,6 +26,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +51,9 @@ flags.DEFINE_bool('search', False, 'Find the largest per-device batch that fits 
 flags.DEFINE_bool('eval', True, 'Also compile the eval step at eval_batch_size.')
 flags.DEFINE_bool('try_remat', True, 'When the train step does not fit, try each model.remat '
                   'setting at the asked batch.')
+flags.DEFINE_bool('try_accumulation', True, 'When the train step does not fit, try keeping the '
+                  'asked batch in 2, 4, 8, ... times as many micro-batches (grad_accum_steps) '
+                  'until one fits.')
 flags.DEFINE_integer('batch_multiple', 8, 'Per-device batches searched are multiples of this.',
                      lower_bound=1)
 flags.DEFINE_integer('max_compiles', 4, 'Compiles the batch search may make once a batch '
@@ -138,6 +145,8 @@ def _compiled_record(compiled: Any, capacity: int | None, macs_per_image: int) -
   record = {'step': compiled.step, 'remat': compiled.remat,
             'per_device_batch': compiled.per_device_batch,
             'global_batch': compiled.global_batch,
+            'grad_accum_steps': compiled.grad_accum_steps,
+            'micro_batch_per_device': compiled.per_device_batch // compiled.grad_accum_steps,
             'fits': compiled.fits(capacity), 'total_bytes': compiled.total_bytes,
             'compiler_limit_bytes': compiled.limit_bytes,
             'compile_seconds': round(compiled.compile_seconds, 1), 'error': compiled.error}
@@ -147,19 +156,24 @@ def _compiled_record(compiled: Any, capacity: int | None, macs_per_image: int) -
   per_image_model = (6 if compiled.step == 'train' else 2) * macs_per_image
   record['model_flops_per_image'] = per_image_model
   if compiled.flops:
+    # XLA counts a loop's body once: with micro-batches, the FLOPs of one of them
+    counted = compiled.global_batch // compiled.grad_accum_steps
     record['xla_flops_per_step'] = compiled.flops
-    record['xla_flops_per_image'] = compiled.flops / compiled.global_batch
-    record['xla_over_model_flops'] = round(compiled.flops / compiled.global_batch /
-                                           per_image_model, 4)
+    record['xla_flops_per_image'] = compiled.flops / counted
+    record['xla_over_model_flops'] = round(compiled.flops / counted / per_image_model, 4)
   if compiled.estimated_seconds:
     record['xla_estimated_step_seconds'] = compiled.estimated_seconds
   return record
 
 
 def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: bool = True,
-              try_remat: bool = True, multiple: int = 8, max_compiles: int = 4,
-              report: Callable[[str], None] | None = None, builder: Any = None) -> dict:
+              try_remat: bool = True, try_accumulation: bool = True, multiple: int = 8,
+              max_compiles: int = 4, report: Callable[[str], None] | None = None,
+              builder: Any = None) -> dict:
   """Compiles `config`'s steps for `target` and returns the plan as a JSON-ready dict.
+
+  The train step is compiled as the trainer runs it: in `grad_accum_steps` micro-batches, its
+  state holding the moving average of the weights when `ema_decay` is set.
 
   `report(line)` is called with a line of progress before each compile; `builder` compiles
   the steps (default: `memory_plan.StepBuilder(config, target.devices)`).
@@ -176,12 +190,19 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
           'description': target.description, 'compiler': target.compiler, 'devices': devices,
           'capacity_bytes_per_device': capacity, 'capacity_source': target.capacity_source,
           'dtype': config.dtype, 'image_size': config.image_size,
-          'eval_image_size': config.eval_image_size, 'compiles': []}
+          'eval_image_size': config.eval_image_size,
+          'grad_accum_steps': config.get('grad_accum_steps', 1),
+          'ema_decay': config.get('ema_decay'), 'compiles': []}
+  micro = plan['grad_accum_steps']
 
-  def compile_at(step: str, per_device: int, remat: str | None = None):
+  def compile_at(step: str, per_device: int, remat: str | None = None,
+                 accumulation: int | None = None):
+    count = accumulation or (micro if step == 'train' else 1)
     report(f'compiling the {step} step at {per_device} images per device'
+           f'{f" in {count} micro-batches" if count > 1 else ""}'
            f'{f" with remat={remat}" if remat else ""} ...')
-    compiled = builder.compile(step=step, per_device_batch=per_device, remat=remat)
+    compiled = builder.compile(step=step, per_device_batch=per_device, remat=remat,
+                               grad_accum_steps=accumulation)
     plan['compiles'].append(_compiled_record(compiled, capacity, macs[step]))
     return compiled
 
@@ -194,10 +215,19 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
     plan['eval'] = plan['compiles'][-1]
   if capacity is not None and (search or not plan['fits']):
     found = search_largest_batch(lambda b: compile_at('train', b), capacity, [train],
-                                 multiple=multiple, max_compiles=max_compiles)
+                                 multiple=math.lcm(multiple, micro), max_compiles=max_compiles,
+                                 least=micro)
     plan['largest_per_device_batch'] = found.largest
     plan['largest_confirmed'] = found.confirmed_above
     plan['smallest_refused_per_device_batch'] = found.smallest_refused
+  if try_accumulation and not plan['fits'] and capacity is not None:
+    plan['grad_accum_that_fits'] = None
+    count = micro * 2
+    while asked % count == 0:
+      if compile_at('train', asked, accumulation=count).fits(capacity):
+        plan['grad_accum_that_fits'] = count
+        break
+      count *= 2
   if try_remat and not plan['fits'] and capacity is not None:
     plan['remat_that_fits'] = None
     for remat in REMAT_TRIES:
@@ -214,9 +244,16 @@ def format_plan(plan: dict) -> str:
   capacity = plan['capacity_bytes_per_device']
   lines = [plan['description'] + (f' ({plan["compiler"]})' if plan.get('compiler') else ''),
            f'capacity per device: {_gib(capacity)} ({plan["capacity_source"]})']
+  if plan.get('ema_decay') is not None:
+    lines.append(f'the train state holds a moving average of the weights (ema_decay='
+                 f'{plan["ema_decay"]:g}): one more copy of the parameters and BatchNorm '
+                 'statistics in its arguments')
   for record in plan['compiles']:
+    count = record.get('grad_accum_steps', 1)
+    micro = (f', {count} micro-batches of {record["micro_batch_per_device"]}' if count > 1
+             else '')
     head = (f'{record["step"]} step, batch {record["global_batch"]} '
-            f'({record["per_device_batch"]} per device), remat {record["remat"]}: ')
+            f'({record["per_device_batch"]} per device{micro}), remat {record["remat"]}: ')
     if 'memory' not in record:
       used = record['total_bytes']
       lines.append(head + f'does not fit: the compiler refused it for memory'
@@ -231,7 +268,8 @@ def format_plan(plan: dict) -> str:
                  f'aliased {_gib(m["aliased"])}, temporaries {_gib(m["temporaries"])}, code '
                  f'{_gib(m["code"])}: total {_gib(m["total"])} of {_gib(capacity)}{share}')
     if 'xla_flops_per_step' in record:
-      lines.append(f'  XLA FLOPs: {record["xla_flops_per_step"] / 1e12:.3f} T per step, '
+      one = ' (of one micro-batch: XLA counts a loop body once)' if count > 1 else ''
+      lines.append(f'  XLA FLOPs: {record["xla_flops_per_step"] / 1e12:.3f} T per step{one}, '
                    f'{record["xla_flops_per_image"] / 1e9:.2f} G per image; the model: '
                    f'{record["model_flops_per_image"] / 1e9:.2f} G per image '
                    f'({"6" if record["step"] == "train" else "2"} x multiply-adds; XLA/model '
@@ -250,6 +288,13 @@ def format_plan(plan: dict) -> str:
         ('the next multiple does not fit)' if plan['largest_confirmed'] else
          f'confirmed to fit; {refused} does not, the batches between were not compiled)'
          if refused is not None else 'larger ones not compiled)')))
+  if 'grad_accum_that_fits' in plan:
+    count = plan['grad_accum_that_fits']
+    per_device = plan['train']['per_device_batch']
+    lines.append(f'--config.grad_accum_steps={count} keeps the asked batch in micro-batches of '
+                 f'{per_device // count} per device, and fits' if count else
+                 'no grad_accum_steps dividing the per-device batch by powers of 2 makes the '
+                 'asked batch fit')
   if 'remat_that_fits' in plan:
     remat = plan['remat_that_fits']
     lines.append(f'--config.model.remat={remat} makes the asked batch fit' if remat else
@@ -273,7 +318,8 @@ def main(argv: list[str]) -> None:
 
   try:
     plan = make_plan(FLAGS.config, target, search=FLAGS.search, with_eval=FLAGS.eval,
-                     try_remat=FLAGS.try_remat, multiple=FLAGS.batch_multiple,
+                     try_remat=FLAGS.try_remat, try_accumulation=FLAGS.try_accumulation,
+                     multiple=FLAGS.batch_multiple,
                      max_compiles=FLAGS.max_compiles, report=report)
   except ValueError as error:
     cli.fail(error)

@@ -11,7 +11,8 @@ probabilities. With --json, prints a JSON list instead, one entry per image:
 {"image": FILE, "top5": [{"class": INDEX, "name": NAME, "probability": P}, ...]}.
 
 Images are any file Pillow reads, of any size and mode, preprocessed as the run's
-evaluation does (the same loading as `ran_jax.visualize`).
+evaluation does (the same loading as `ran_jax.visualize`). A run that kept a moving average of
+its weights (config.ema_decay) predicts with it; --noema uses the weights themselves.
 
 Exit status: 0 when done; 1 on an error (one line on stderr says what to do: no checkpoint, an
 image that can't be read or is too small, ...); 2 on a bad command line.
@@ -25,6 +26,7 @@ from ran_jax import cli
 from ran_jax.cli import FLAGS
 
 cli.define_workdir_flag()
+cli.define_ema_flag()
 
 EXAMPLE = 'python3 -m ran_jax.predict --workdir=/tmp/ran_digits IMAGE.png'
 
@@ -41,7 +43,7 @@ def predictions(paths: list[str]) -> list[dict]:
   """The top-5 classes of each image file, as printed by --json."""
   from ran_jax.inference_model import load_files, load_for_inference
   from ran_jax.masks.forward import make_forward, top_classes
-  loaded = load_for_inference(FLAGS.config, FLAGS.workdir)
+  loaded = load_for_inference(FLAGS.config, FLAGS.workdir, average=FLAGS.ema)
   inputs = load_files(paths, loaded)
   forward = make_forward(loaded.model, loaded.normalizer)
   probabilities, _ = forward(loaded.variables, inputs.batch)

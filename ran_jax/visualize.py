@@ -17,6 +17,8 @@ to its own maximum (bright), so colours compare positions within a map, not acro
 --image takes any file Pillow reads, of any size and mode, preprocessed as the run's
 evaluation does (ImageNet: the centre crop and resize; CIFAR, digits: a resize to the
 network's input size if needed); --num_examples takes the first N examples of the eval split.
+A run that kept a moving average of its weights (config.ema_decay) is shown with it; --noema
+shows the weights themselves.
 
 Exit status: 0 when done; 1 on an error (one line on stderr says what to do: no checkpoint, an
 image that can't be read or is too small, ...); 2 on a bad command line.
@@ -44,6 +46,7 @@ flags.DEFINE_multi_string('image', None, 'An image file to show (repeat for more
 flags.DEFINE_integer('num_examples', None, 'Show the first N examples of the eval split.',
                      lower_bound=1)
 cli.define_out_flag(f'The PNG file to write (default: WORKDIR/{DEFAULT_OUT}).')
+cli.define_ema_flag()
 flags.DEFINE_enum('reduce', 'mean', ['mean', 'max'],
                   "How a mask's channels become one value per position.")
 
@@ -66,7 +69,7 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
   from ran_jax.train import build
   from ran_jax.workdir import run_record
   if FLAGS.image is not None:
-    loaded = inference_model.load_for_inference(config, workdir)
+    loaded = inference_model.load_for_inference(config, workdir, average=FLAGS.ema)
     files = inference_model.load_files(FLAGS.image, loaded)
     captions = tuple(os.path.basename(path) for path in files.captions)
     return loaded, forward_lib.Inputs(files.batch, files.pixels, captions)
@@ -80,7 +83,7 @@ def _inputs(config: ml_collections.ConfigDict | None, workdir: str
     facts = source.trained_run_facts(workdir)
     config = build.with_data_defaults(config, source.data_defaults(facts), replace=True)
   evaluation = source.open(may_download=False)  # only data that needs no download is prepared
-  loaded = inference_model.load_for_inference(config, workdir)
+  loaded = inference_model.load_for_inference(config, workdir, average=FLAGS.ema)
   if evaluation.class_names != loaded.class_names:
     raise ValueError(f'the eval split now has the classes {list(evaluation.class_names)}, but '
                      f'the run was trained on {list(loaded.class_names)}; show image files with '
@@ -121,7 +124,8 @@ def main(argv: list[str]) -> None:
           'shows only the images and their top classes.', flush=True)
   reduced = f', channels reduced by {FLAGS.reduce}' if masks else ''
   print(f'Wrote {out}: {len(rows)} rows (the image, then {len(masks)} attention masks'
-        f'{reduced}), from the checkpoint of step {loaded.step}.', flush=True)
+        f'{reduced}), from the checkpoint of step {loaded.step}'
+        f'{" (the moving average of its weights)" if loaded.averaged else ""}.', flush=True)
 
 
 if __name__ == '__main__':

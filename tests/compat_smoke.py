@@ -69,20 +69,26 @@ def tool(module: str, *args: str, allowed: tuple[str, ...] = ()) -> subprocess.C
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-  """A digits run of 4 steps on the 8 CPU devices, saved at steps 2 and 4."""
+  """A digits run of 4 steps on the 8 CPU devices, saved at steps 2 and 4, keeping a moving
+  average of the weights (which the tools then use)."""
   workdir, data_dir = tmp_path_factory.mktemp('run'), tmp_path_factory.mktemp('tfds')
-  flags = digits_flags(workdir, data_dir, num_train_steps=4, checkpoint_every_steps=2)
+  flags = digits_flags(workdir, data_dir, num_train_steps=4, checkpoint_every_steps=2,
+                       ema_decay=0.9)
   result = tool('ran_jax.main', *flags)
   assert 'Step 4/4 (100.0%)' in result.stderr and ' 8 devices, ' in result.stderr
-  assert json.loads((workdir / 'eval_results.json').read_text())['step'] == 4
+  results = json.loads((workdir / 'eval_results.json').read_text())
+  assert results['step'] == 4 and 'ema_top1_accuracy' in results
   tool_flags = [*flags[:3], *[flag for flag in flags if flag.startswith('--config.model.')]]
   return workdir, flags, tool_flags
 
 
 def test_resume(run):
+  """Resumed with each update over 2 micro-batches."""
   workdir, flags, _ = run
-  result = tool('ran_jax.main', *flags, '--config.num_train_steps=6')
+  result = tool('ran_jax.main', *flags, '--config.num_train_steps=6',
+                '--config.grad_accum_steps=2')
   assert 'Restored checkpoint of step 4' in result.stderr and 'Step 6/6' in result.stderr
+  assert 'in 2 micro-batches of 2' in result.stderr
   assert json.loads((workdir / 'eval_results.json').read_text())['step'] == 6
 
 

@@ -76,6 +76,9 @@ BAD = [
     ('freeze', 'all', 'none, backbone'),
     ('freeze', 'backbone', 'freezing needs loaded parameters; set init_from too'),
     ('init_lr_scale', 0.0, '> 0'),
+    ('grad_accum_steps', 0, 'an integer >= 1 (1 = no accumulation)'),
+    ('ema_decay', 1.0, 'in [0, 1) (e.g. 0.999), or unset for no average'),
+    ('ema_decay', -0.5, 'in [0, 1)'),
     ('workdir', 'a_file', 'it is a file'),
     ('workdir', 'a_file/run', 'a_file is a file'),
 ]
@@ -121,6 +124,17 @@ def test_batch_split_over_processes(monkeypatch, tmp_path):
   with pytest.raises(ValueError, match=r'^batch_size=256 .*number of processes \(3\), e\.g\. '
                                        r'--config\.batch_size=255$'):
     checks.validate(base.get_config(), str(tmp_path))
+
+
+def test_batch_split_into_micro_batches_over_the_devices(tmp_path):
+  config = base.get_config()
+  config.grad_accum_steps, config.batch_size = 4, 48  # 6 per device: not 4 micro-batches
+  with pytest.raises(ValueError, match=r'^batch_size=48 is not allowed: with grad_accum_steps=4, '
+                     r'it must be divisible by 4 x the number of devices \(8\) = 32, e\.g\. '
+                     r'--config\.batch_size=64$'):
+    checks.validate(config, str(tmp_path))
+  config.batch_size = 64
+  checks.validate(config, str(tmp_path))
 
 
 FOLDER_BAD = [

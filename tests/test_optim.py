@@ -92,7 +92,10 @@ def test_describe_schedule():
   assert optim.describe_schedule(config, IMAGENET_EPOCH, 530_000) == (
       '530000 steps = 105.90 epochs at batch 256 (135,680,000 examples); lr 0.1, x0.1 at '
       'epochs 39.96, 79.93, 99.91 (steps 200000, 400000, 500000)')
-  config.batch_size = 1024
+  config.grad_accum_steps = 8  # the same schedule, each update over 8 micro-batches
+  assert optim.describe_schedule(config, IMAGENET_EPOCH, 530_000).startswith(
+      '530000 steps = 105.90 epochs at batch 256 in 8 micro-batches of 32 (135,680,000 examples)')
+  config.batch_size, config.grad_accum_steps = 1024, 1
   assert optim.describe_schedule(config, IMAGENET_EPOCH / 4, 132_500).endswith(
       'lr 0.4, x0.1 at epochs 39.96, 79.93, 99.91 (steps 50000, 100000, 125000)')
   assert optim.describe_schedule(config, IMAGENET_EPOCH / 4, 60_000).endswith(

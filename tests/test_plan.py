@@ -191,13 +191,18 @@ def test_eval_step_needs_less_than_the_train_step(builder):
 
 @dataclasses.dataclass
 class FakeBuilder:
-  """Compiles as `fake_compile` does; remat='module' halves the bytes per image."""
+  """Compiles as `fake_compile` does; remat='module' halves the bytes per image, k micro-batches
+  divide the images by k."""
   calls: list = dataclasses.field(default_factory=list)
 
-  def compile(self, *, step: str, per_device_batch: int, remat: str | None = None):
+  def compile(self, *, step: str, per_device_batch: int, remat: str | None = None,
+              grad_accum_steps: int | None = None):
     per_image = 60 * 2**20 // (2 if remat == 'module' else 1)
-    compiled = fake_compile(GIB // 2, per_image, self.calls, limit=4 * GIB)(per_device_batch)
+    count = grad_accum_steps or 1
+    compiled = fake_compile(GIB // 2, per_image, self.calls, limit=4 * GIB)(
+        per_device_batch // count)
     return dataclasses.replace(compiled, step=step, remat=remat or 'none',
+                               per_device_batch=per_device_batch, grad_accum_steps=count,
                                global_batch=8 * per_device_batch)
 
   def model_macs_per_image(self, step: str) -> int:
@@ -223,6 +228,13 @@ def test_plan_that_does_not_fit_finds_the_batch_and_tries_remat():
       in text
   assert f'--config.model.remat={plan["remat_that_fits"]} makes the asked batch fit' in text
   assert 'does not fit: the compiler refused it for memory (needs 5.' in text
+  # 80 per device in 2 micro-batches of 40 (the search found 56 to fit)
+  assert plan['grad_accum_that_fits'] == 2
+  assert 'compiling the train step at 80 images per device in 2 micro-batches ...' in lines
+  assert ('train step, batch 640 (80 per device, 2 micro-batches of 40), remat none: compiled'
+          in text)
+  assert ('--config.grad_accum_steps=2 keeps the asked batch in micro-batches of 40 per device, '
+          'and fits') in text
 
 
 def test_plan_that_fits_searches_only_when_asked():

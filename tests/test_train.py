@@ -153,8 +153,12 @@ def test_steps_are_compiled_before_the_first_step_and_a_batch_too_large_is_refus
   match = re.fullmatch(rf'the train step at {32 // devices} images per device needs [\d.]+ GiB per '
                        r'device, more than the [\d.]+ GiB a device has; (\d+) images per device '
                        r'fit \(--config.batch_size=(\d+); compiled to confirm it, and (\d+) does '
-                       r'not\), or lower its memory with --config.model.remat=full \(.*\)', line)
+                       r'not\), or keep the batch in micro-batches of (\d+) images per device '
+                       r'with --config.grad_accum_steps=(\d+), or lower its memory with '
+                       r'--config.model.remat=module \(.*\)', line)
   assert match and int(match[2]) == int(match[1]) * devices, line
+  micro_batch, accumulated = int(match[4]), int(match[5])
+  assert micro_batch * accumulated == 32 // devices and micro_batch <= int(match[1]), line
   builder = memory_plan.StepBuilder(too_large.value.config, jax.devices(),
                                     facts=too_large.value.facts)
   fits, refused = (builder.compile(step='train', per_device_batch=int(batch))
@@ -199,18 +203,23 @@ def test_run_writes_eval_results_and_checkpoint(straight_run):
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
 
 
-def test_interrupted_run_resumes_exactly(straight_run, digits_config, tmp_path, monkeypatch):
-  """A real SIGINT while step 5 runs: the step finishes, is saved, and the run stops; the
-  resumed run ends bit-identical to the uninterrupted one."""
+def interrupt_at_step(step: int, monkeypatch) -> None:
+  """Sends this process a real SIGINT as the batch of `step` reaches the devices."""
   real_prefetch = device_batches.prefetch_to_device
 
-  def interrupted_at_five(batches, sharding, size=2):
+  def interrupted(batches, sharding, size=2):
     for i, batch in enumerate(real_prefetch(batches, sharding, size)):
-      if i == 4:
+      if i == step - 1:
         os.kill(os.getpid(), signal.SIGINT)
       yield batch
 
-  monkeypatch.setattr(device_batches, 'prefetch_to_device', interrupted_at_five)
+  monkeypatch.setattr(device_batches, 'prefetch_to_device', interrupted)
+
+
+def test_interrupted_run_resumes_exactly(straight_run, digits_config, tmp_path, monkeypatch):
+  """A real SIGINT while step 5 runs: the step finishes, is saved, and the run stops; the
+  resumed run ends bit-identical to the uninterrupted one."""
+  interrupt_at_step(5, monkeypatch)
   with pytest.raises(Preempted, match='Stopped by SIGINT at step 5'):
     loop.train_and_evaluate(digits_config(), str(tmp_path))
   monkeypatch.undo()

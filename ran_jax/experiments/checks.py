@@ -157,6 +157,13 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
   _real('weight_decay', config.weight_decay, 'it must be >= 0', lambda v: v >= 0)
   _real('label_smoothing', config.label_smoothing,
         'it must be in [0, 1) (0 = none, e.g. 0.1)', lambda v: 0 <= v < 1)
+  micro = config.get('grad_accum_steps', 1)
+  if not _is_int(micro) or micro < 1:
+    _fail('grad_accum_steps', micro, 'it must be an integer >= 1 (1 = no accumulation)')
+  ema_decay = config.get('ema_decay')
+  if ema_decay is not None:
+    _real('ema_decay', ema_decay, 'it must be in [0, 1) (e.g. 0.999), or unset for no average',
+          lambda v: 0 <= v < 1)
   _real('label_noise', config.label_noise,
         'it must be in [0, 1) (the fraction of training labels replaced, e.g. 0.3)',
         lambda v: 0 <= v < 1)
@@ -249,6 +256,13 @@ def _int_tuple(overrides: dict[str, Any], field: str, minimum: int, example: str
 
 def _check_batch_split(config: ml_collections.ConfigDict, device_count: int,
                        process_count: int) -> None:
+  micro = config.get('grad_accum_steps', 1)
+  split = micro * device_count
+  if micro > 1 and config.batch_size % split:
+    value = config.batch_size
+    _fail('batch_size', value, f'with grad_accum_steps={micro}, it must be divisible by '
+          f'{micro} x the number of devices ({device_count}) = {split}, e.g. '
+          f'--config.batch_size={max(1, round(value / split)) * split}')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     for count, what in ((device_count, 'devices'), (process_count, 'processes')):

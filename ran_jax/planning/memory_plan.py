@@ -28,6 +28,9 @@ from ran_jax.train import mesh as mesh_lib
 from ran_jax.train.compiled import StepMemory, memory_of, out_of_memory
 
 STEPS = ('train', 'eval')
+LEAST_MEMORY_REMAT = 'module'  # the `model.remat` that keeps the fewest activations
+
+
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
   """One compile of a step at one batch.
@@ -35,6 +38,7 @@ class CompiledStep:
   Attributes:
     step: 'train' or 'eval'; remat: the `model.remat` it was compiled with.
     per_device_batch / global_batch: its batch.
+    grad_accum_steps: the micro-batches the train step splits its batch into (1 for eval).
     memory: the memory analysis, or None when the compiler refused the program.
     total_bytes: bytes per device: `memory.total`, or the compiler's own count when it
       refused the program for want of memory (None if it did not say).
@@ -58,6 +62,7 @@ class CompiledStep:
   compile_seconds: float
   error: str | None = None
   executable: Any = dataclasses.field(default=None, repr=False, compare=False)
+  grad_accum_steps: int = 1
 
   def fits(self, capacity: int | None) -> bool:
     """True when the compiler accepted the program and it needs at most `capacity` bytes
@@ -83,23 +88,27 @@ class StepBuilder:
     """The input's facts: `facts`, or those the config's data source knows without the data."""
     return self.facts or sources.source_of(self.config).planning_facts()
 
-  def with_settings(self, *, step: str, per_device_batch: int,
-                    remat: str | None = None) -> ml_collections.ConfigDict:
-    """The config with the step's global batch (and `model.remat`) set."""
+  def with_settings(self, *, step: str, per_device_batch: int, remat: str | None = None,
+                    grad_accum_steps: int | None = None) -> ml_collections.ConfigDict:
+    """The config with the step's global batch (and `model.remat`, `grad_accum_steps`) set."""
     config = self.config.copy_and_resolve_references()
     with config.unlocked():
       field = 'batch_size' if step == 'train' else 'eval_batch_size'
       config[field] = per_device_batch * self.num_devices
       if remat is not None:
         config.model.remat = remat
+      if grad_accum_steps is not None:
+        config.grad_accum_steps = grad_accum_steps
     return config
 
-  def compile(self, *, step: str, per_device_batch: int,
-              remat: str | None = None) -> CompiledStep:
-    """Compiles the `step` ('train' or 'eval') at `per_device_batch` images per device."""
+  def compile(self, *, step: str, per_device_batch: int, remat: str | None = None,
+              grad_accum_steps: int | None = None) -> CompiledStep:
+    """Compiles the `step` ('train' or 'eval') at `per_device_batch` images per device (the
+    train step in `grad_accum_steps` micro-batches; default: the config's)."""
     if step not in STEPS:
       raise ValueError(f'step={step!r}; choose one of {", ".join(STEPS)}')
-    config = self.with_settings(step=step, per_device_batch=per_device_batch, remat=remat)
+    config = self.with_settings(step=step, per_device_batch=per_device_batch, remat=remat,
+                                grad_accum_steps=grad_accum_steps)
     facts = self.input_facts()
     mesh = mesh_lib.make_mesh(list(self.devices))
     network = build.build_network(config, facts.num_classes, facts.channels)
@@ -113,9 +122,12 @@ class StepBuilder:
              for name, s in batch_shapes(facts, global_batch, size,
                                          train=step == 'train').items()}
     jitted = train_step if step == 'train' else eval_step
-    return compile_and_analyse(jitted, (training.target, batch), step=step,
-                               remat=config.model.remat, per_device_batch=per_device_batch,
-                               num_devices=self.num_devices)
+    compiled = compile_and_analyse(jitted, (training.target, batch), step=step,
+                                   remat=config.model.remat, per_device_batch=per_device_batch,
+                                   num_devices=self.num_devices)
+    if step == 'train':
+      compiled = dataclasses.replace(compiled, grad_accum_steps=config.get('grad_accum_steps', 1))
+    return compiled
 
   def model_macs_per_image(self, step: str) -> int:
     """The network's multiply-adds per image at the step's image size."""
@@ -203,7 +215,7 @@ def _line_guess(tried: dict[int, CompiledStep], good: int | None, bad: int | Non
 
 def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: int,
                          known: Sequence[CompiledStep] = (), *, multiple: int = 8,
-                         max_compiles: int = 5) -> BatchSearch:
+                         max_compiles: int = 5, least: int = 1) -> BatchSearch:
   """Finds the largest per-device batch, a multiple of `multiple`, whose step fits.
 
   Memory grows about linearly with the batch, so two compiles give the line (the second at
@@ -212,8 +224,9 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
   multiple to confirm that it does not (a line through the closest batches that fit and that
   do not corrects a guess that missed). `known` are compiles already made (any batches). Until
   a batch fits, the search goes on down (a refusal is quick; one whose message gives the
-  bytes needed jumps to where they would fit) to one image per device; from the first batch
-  that fits, at most `max_compiles` new compiles refine it.
+  bytes needed jumps to where they would fit) to `least` images per device (a train step in
+  k micro-batches: k); from the first batch that fits, at most `max_compiles` new compiles
+  refine it.
   """
   tried = {c.per_device_batch: c for c in known}
   made = []
@@ -236,9 +249,9 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
     good, bad = bounds()
     if good is not None and bad is not None and bad - good <= multiple:
       break
-    if bad is not None and bad <= multiple:  # not even `multiple` fits: one image per device?
-      if 1 not in tried and bad > 1:
-        compile_once(1)
+    if bad is not None and bad <= multiple:  # not even `multiple` fits: `least` per device?
+      if least not in tried and bad > least:
+        compile_once(least)
       break
     if good is not None:  # refining: count the compiles from the first that fit (or all)
       first_fit = 0 if fits_known else next(i for i, c in enumerate(made) if c.fits(capacity))
@@ -249,7 +262,7 @@ def search_largest_batch(compile_at: Callable[[int], CompiledStep], capacity: in
       break
     compile_once(batch)
   good, bad = bounds()
-  confirmed = (bad is not None and bad - (good or 0) <= multiple) if good else bad == 1
+  confirmed = (bad is not None and bad - (good or 0) <= multiple) if good else bad == least
   logging.info('Largest batch search: %s', ', '.join(
       f'{b}: {"fits" if c.fits(capacity) else "does not fit"}' for b, c in sorted(tried.items())))
   return BatchSearch(good, confirmed, tuple(made), bad)
@@ -279,24 +292,43 @@ def _next_batch(tried: dict[int, CompiledStep], good: int | None, bad: int | Non
 
 def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str:
   """The one line of a run whose step is too large for its devices: the batch per device the
-  search confirms to fit (compiled here, for `devices`), and the remat setting to try."""
+  search confirms to fit (compiled here, for `devices`), the gradient accumulation that keeps
+  the asked batch in micro-batches no larger (train step), and the remat setting to try."""
   config = error.config
   builder = StepBuilder(config, devices, facts=error.facts)
+  micro = config.get('grad_accum_steps', 1) if error.step == 'train' else 1
   asked = CompiledStep(error.step, config.model.get('remat') or 'none', error.per_device_batch,
                        error.per_device_batch * len(devices), error.memory, error.needed,
-                       None, None, None, 0.0)
+                       None, None, None, 0.0, grad_accum_steps=micro)
   logging.info('Searching for the largest %s batch that fits (compiling for %d devices) ...',
                error.step, len(devices))
   found = search_largest_batch(
       lambda batch: builder.compile(step=error.step, per_device_batch=batch), error.capacity,
-      [asked], multiple=8)
+      [asked], multiple=math.lcm(8, micro), least=micro)
   field = 'batch_size' if error.step == 'train' else 'eval_batch_size'
   head = error.what_is_too_large()
   if found.largest is None:
-    return (f'{head}; not even one image per device fits: lower its memory with '
-            '--config.model.remat=full, or use devices with more memory')
+    return (f'{head}; not even {micro} image{"s" if micro > 1 else ""} per device fit: lower '
+            f'its memory with --config.model.remat={LEAST_MEMORY_REMAT}, or use devices with '
+            'more memory')
   refused = (f', and {found.smallest_refused} does not' if found.smallest_refused is not None
              else '')
+  accumulate = ''
+  if error.step == 'train' and (more := accumulation_keeping_batch(
+      error.per_device_batch, found.largest // micro)) is not None:
+    accumulate = (f', or keep the batch in micro-batches of {error.per_device_batch // more} '
+                  f'images per device with --config.grad_accum_steps={more}')
   return (f'{head}; {found.largest} images per device fit (--config.{field}='
-          f'{found.largest * len(devices)}; compiled to confirm it{refused}), or lower its memory '
-          'with --config.model.remat=full (python3 -m ran_jax.plan shows both)')
+          f'{found.largest * len(devices)}; compiled to confirm it{refused}){accumulate}, or '
+          f'lower its memory with --config.model.remat={LEAST_MEMORY_REMAT} (python3 -m '
+          'ran_jax.plan shows each)')
+
+
+def accumulation_keeping_batch(per_device_batch: int, fitting_micro_batch: int) -> int | None:
+  """The fewest micro-batches (grad_accum_steps) that split `per_device_batch` evenly into
+  micro-batches of at most `fitting_micro_batch` images; None when there is no such split
+  above one micro-batch."""
+  for count in range(max(2, -(-per_device_batch // fitting_micro_batch)), per_device_batch + 1):
+    if per_device_batch % count == 0:
+      return count
+  return None

@@ -86,7 +86,8 @@ def build_training(config: ml_collections.ConfigDict, mesh: Mesh, network: Netwo
   tx = optim.make_optimizer(config, schedule, groups)
 
   def factory(model: ResidualAttentionNetwork, variables: dict[str, Any] | None):
-    return train_state_factory(model, tx, mesh, network.image_shape, config.seed, variables)
+    return train_state_factory(model, tx, mesh, network.image_shape, config.seed, variables,
+                               averaged=config.get('ema_decay') is not None)
 
   def other_layout_target() -> TrainState:
     return factory(network.model.clone(scan=not network.model.scan), None)[1]
@@ -100,7 +101,8 @@ def jit_config_steps(config: ml_collections.ConfigDict, training: Training, mesh
   """The jitted train and eval steps of `config` on `mesh` (batch split over the devices)."""
   return jit_steps(shardings_of(training.target), mesh_lib.data_sharding(mesh),
                    mesh_lib.replicated(mesh), training.schedule, config.label_smoothing,
-                   input_fn=normalizer)
+                   input_fn=normalizer, grad_accum_steps=config.get('grad_accum_steps', 1),
+                   ema_decay=config.get('ema_decay'))
 
 
 def with_data_defaults(config: ml_collections.ConfigDict, defaults: dict[str, Any], *,

@@ -100,10 +100,12 @@ class CompiledSteps:
 
 
 def compile_steps(train_step: Any | None, eval_step: Any, target: Any, mesh: Mesh,
-                  facts: InputFacts, *, batch_size: int, eval_batch_size: int) -> CompiledSteps:
+                  facts: InputFacts, *, batch_size: int, eval_batch_size: int,
+                  grad_accum_steps: int = 1) -> CompiledSteps:
   """Compiles the jitted `train_step` (None: a run that only evaluates) and `eval_step` for the
-  abstract state `target` and the global batches of `facts`' images; logs each; raises
-  BatchTooLargeError when a step needs more memory than a device has."""
+  abstract state `target` and the global batches of `facts`' images; logs each (the train
+  step's `grad_accum_steps` micro-batches too); raises BatchTooLargeError when a step needs
+  more memory than a device has."""
   _listen_for_cache_hits()
   steps = ('the train and eval steps' if train_step is not None else 'the eval step')
   logging.info('Compiling %s for %d device%s ...', steps, mesh.size,
@@ -131,9 +133,11 @@ def compile_steps(train_step: Any | None, eval_step: Any, target: Any, mesh: Mes
     seconds = time.perf_counter() - start
     memory = memory_of(executable)
     served = 'read from the compilation cache' if _cache_hits[0] > hits else 'compiled'
-    logging.info('The %s step at %d images per device: %s in %.1f s; %.2f GiB per device '
-                 '(state and batch %.2f GiB, temporaries %.2f GiB)%s.', name, per_device, served,
-                 seconds, memory.total / 2**30, memory.arguments / 2**30,
+    micro = (f' in {grad_accum_steps} micro-batches of {per_device // grad_accum_steps}'
+             if name == 'train' and grad_accum_steps > 1 else '')
+    logging.info('The %s step at %d images per device%s: %s in %.1f s; %.2f GiB per device '
+                 '(state and batch %.2f GiB, temporaries %.2f GiB)%s.', name, per_device, micro,
+                 served, seconds, memory.total / 2**30, memory.arguments / 2**30,
                  memory.temporaries / 2**30,
                  f' of the {capacity / 2**30:.2f} GiB each device has' if capacity else '')
     if capacity is not None and memory.total > capacity:

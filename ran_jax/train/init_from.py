@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.traverse_util
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -123,7 +124,8 @@ def match(config: ml_collections.ConfigDict, variables: dict[str, Any], step: in
 
 
 def load_into(state: TrainState, source: dict[str, np.ndarray], record: InitRecord) -> TrainState:
-  """`state` with the recorded variables replaced by `source`'s, placed as `state`'s are."""
+  """`state` with the recorded variables replaced by `source`'s, placed as `state`'s are; a
+  moving average of the variables (`config.ema_decay`) starts at them too."""
   loaded = set(record.loaded)
 
   def place(path: str, fresh: jax.Array) -> jax.Array:
@@ -134,7 +136,10 @@ def load_into(state: TrainState, source: dict[str, np.ndarray], record: InitReco
 
   variables = {path: place(path, leaf) for path, leaf in _flat(state.variables).items()}
   variables = flax.traverse_util.unflatten_dict(variables, sep='/')
-  return state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  state = state.with_variables(variables)
+  if state.averaged() is not None:  # its own buffers: the train step donates the whole state
+    state = state.replace(ema=jax.tree.map(jnp.copy, variables))
+  return state
 
 
 def _listed(paths: tuple[str, ...]) -> str:

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
-from ran_jax.data import saved_dataset, sources
+from ran_jax.data import sources
 from ran_jax.data.source import InputSource
 from ran_jax.experiments import checks
 from ran_jax.models import ResidualAttentionNetwork, model_costs
@@ -66,7 +65,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     pipeline = source.open()
   facts = pipeline.facts
   config = build.with_data_defaults(config, source.data_defaults(facts))
-  _record_run(config, workdir, pipeline)
+  run_record.record_start(config, workdir, pipeline)
   # Epochs count examples of the whole train split, so the schedule is the same per example
   # seen at any batch size.
   steps_per_epoch = pipeline.num_train_examples / config.batch_size
@@ -86,7 +85,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
     try:
       steps = compiled.compile_steps(None if config.eval_only else train_step, eval_step,
                                      training.target, mesh, facts, batch_size=config.batch_size,
-                                     eval_batch_size=config.eval_batch_size)
+                                     eval_batch_size=config.eval_batch_size,
+                                     grad_accum_steps=config.get('grad_accum_steps', 1))
     except BatchTooLargeError as error:
       error.config, error.facts = config, facts  # for the search of one that fits
       raise
@@ -107,46 +107,6 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, stop: StopSignals,
   return Run(config, workdir, pipeline, training.model, mesh, state, steps.train, steps.eval,
              manager, writer, stop, steps_per_epoch, training.num_train_steps, start_step,
              attention)
-
-
-def _record_run(config: ml_collections.ConfigDict, workdir: str, pipeline: InputSource) -> None:
-  """Records the run in `workdir` (`run_record`). A run that resumes must train the same network
-  on the same input (and classes) as it started with; other changed fields are logged and
-  recorded."""
-  saved = run_record.read(workdir) if checkpoints.has_steps(workdir) else None
-  started = saved.class_names if saved is not None else _legacy_class_names(workdir)
-  if started is not None and started != pipeline.class_names:
-    raise ValueError(f'the classes are now {list(pipeline.class_names)}, but this run started '
-                     f'with {list(started)}; restore those class folders, or give a new '
-                     '--workdir (with init_from=this one to start from its network)')
-  changes = ()
-  if saved is not None:
-    changed = run_record.changed_fields(saved.config, config)
-    changed.pop('eval_only', None)  # how this invocation uses the run, not a change of it
-    refused = [field for field in changed if run_record.alters_model_or_input(field)]
-    if refused:
-      old, new = (repr(value) if value is not None else 'unset (the default)'
-                  for value in changed[refused[0]])
-      raise ValueError(
-          f'this run was started with {refused[0]}={old} and cannot resume with {new}: that '
-          'changes the network or its input; give a new --workdir (with init_from=this one to '
-          'start from its network), or the value it started with')
-    changes = saved.changes
-    if changed:
-      logging.warning('Resuming with changed fields (recorded in %s): %s', run_record.FILE,
-                      ', '.join(f'{field}={new!r} (was {old!r})'
-                                for field, (old, new) in changed.items()))
-      changes += ({'command_line': sys.argv, 'changed': {
-          field: list(values) for field, values in changed.items()}},)
-  run_record.write(workdir, run_record.of_run(config, pipeline.class_names, pipeline.channels,
-                                              pipeline.normalizer(), changes))
-
-
-def _legacy_class_names(workdir: str) -> tuple[str, ...] | None:
-  """The classes a folder run started before `run_record` saved in `dataset.json`."""
-  if checkpoints.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
-    return saved_dataset.load(workdir).class_names
-  return None
 
 
 def _init_from(config: ml_collections.ConfigDict, workdir: str, manager: ocp.CheckpointManager,
@@ -197,6 +157,9 @@ def _log_model(run: Run) -> None:
   schedule = optim.describe_schedule(run.config, run.steps_per_epoch, run.num_train_steps)
   logging.info(message)
   logging.info('Schedule: %s', schedule)
+  if run.config.get('ema_decay') is not None:
+    logging.info('Keeping a moving average of the weights (decay %g), evaluated beside them.',
+                 run.config.get('ema_decay'))
   run.writer.write_texts(run.start_step, {'model': message, 'schedule': schedule})
   run.writer.write_hparams({k: v for k, v in run.config.to_dict().items()
                             if isinstance(v, (int, float, str, bool))})
@@ -207,18 +170,27 @@ def _count(number: int, noun: str) -> str:
 
 
 def evaluate(run: Run) -> dict[str, Any] | None:
-  """Metrics over the whole eval split (each example exactly once).
+  """Metrics over the whole eval split (each example exactly once); with a moving average of
+  the weights (`config.ema_decay`), also its metrics, as ema_loss, ema_top1_accuracy, ...
 
   Returns None when a stop signal arrives during a one-process evaluation, so that the
   checkpoint is saved without waiting for the rest of it.
   """
-  outputs = []
+  states = {'': run.state}
+  if (average := run.state.averaged()) is not None:
+    states['ema_'] = run.state.with_variables(average)  # the same compiled step evaluates it
+  outputs = {prefix: [] for prefix in states}
   for batch in run.pipeline.eval_batches(mesh_lib.data_sharding(run.mesh)):
     if run.stop.pending_locally:
       logging.warning('Evaluation abandoned to stop sooner.')
       return None
-    outputs.append(run.eval_step(run.state, batch))
-  return total_eval_metrics(outputs)
+    for prefix, state in states.items():
+      outputs[prefix].append(run.eval_step(state, batch))
+  values = total_eval_metrics(outputs.pop(''))
+  for prefix, batches in outputs.items():
+    values.update({prefix + key: value for key, value in total_eval_metrics(batches).items()
+                   if key != 'num_examples'})
+  return values
 
 
 def _strict_json_value(value: Any) -> Any:
@@ -245,7 +217,8 @@ def _report_evaluation(run: Run, step: int, values: dict[str, Any]) -> dict[str,
   """Writes the eval results, then the attention mask images if asked for."""
   results = write_eval_results(run, step, values)
   if run.attention is not None:
-    run.attention.write(run.writer, step, run.state.variables)
+    # the variables inference uses: the moving average when the run keeps one
+    run.attention.write(run.writer, step, run.state.averaged() or run.state.variables)
   return results
 
 

@@ -41,35 +41,82 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, schedule: optax.Schedule,
-               label_smoothing: float, input_fn: InputFn = raw_images
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on the global batch; BatchNorm statistics are over the global batch.
+def micro_batches(batch: dict[str, jax.Array], count: int) -> dict[str, jax.Array]:
+  """The global batch as `count` micro-batches along a new leading axis: micro-batch j holds
+  examples j, j + count, j + 2 count, ... so that each device holds its share of every
+  micro-batch (the batch is split over the devices in contiguous blocks)."""
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1), batch)
 
-  Returns the new state and the step's metrics: mean loss, top-1 and top-5 accuracy, and the
-  learning rate, gradient norm and parameter norm.
-  """
+
+def _gradients(state: TrainState, batch_stats: Any, batch: dict[str, jax.Array],
+               label_smoothing: float, input_fn: InputFn
+               ) -> tuple[Any, Any, dict[str, jax.Array]]:
+  """(gradients of the mean loss, BatchNorm statistics updated by `batch`, its metrics)."""
   images = input_fn(batch)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
         mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), (loss, logits, updates['batch_stats'])
 
-  grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads, (loss, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   # Statistics keep their storage dtype whatever the compute dtype (one compilation).
-  batch_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), batch_stats,
-                             state.batch_stats)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, batch_stats)
   labels = batch['label']
-  metrics = {
-      'loss': loss.mean(),
-      'top1_accuracy': topk_correct(logits, labels, 1).mean(),
-      'top5_accuracy': topk_correct(logits, labels, 5).mean(),
+  return grads, new_stats, {'loss': loss.mean(),
+                            'top1_accuracy': topk_correct(logits, labels, 1).mean(),
+                            'top5_accuracy': topk_correct(logits, labels, 5).mean()}
+
+
+def _accumulated_gradients(state: TrainState, batch: dict[str, jax.Array], count: int,
+                           label_smoothing: float, input_fn: InputFn
+                           ) -> tuple[Any, Any, dict[str, jax.Array]]:
+  """`_gradients` of `count` micro-batches in a `lax.scan` (the memory of one): the mean of
+  their gradients and metrics, the statistics updated by each in turn."""
+  def accumulate(carry, micro_batch):
+    grad_sum, batch_stats = carry
+    grads, batch_stats, metrics = _gradients(state, batch_stats, micro_batch, label_smoothing,
+                                             input_fn)
+    return (jax.tree.map(jnp.add, grad_sum, grads), batch_stats), metrics
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grad_sum, batch_stats), metrics = jax.lax.scan(
+      accumulate, (zeros, state.batch_stats), micro_batches(batch, count))
+  grads = jax.tree.map(lambda total: total / count, grad_sum)
+  return grads, batch_stats, jax.tree.map(jnp.mean, metrics)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, schedule: optax.Schedule,
+               label_smoothing: float, input_fn: InputFn = raw_images,
+               grad_accum_steps: int = 1, ema_decay: float | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD update on the global batch.
+
+  With `grad_accum_steps` = 1, BatchNorm statistics are over the global batch; with k > 1,
+  the update is the mean gradient of k micro-batches of batch/k (`micro_batches`), each
+  normalised by its own statistics, which also update the running averages in turn. With
+  `ema_decay` (an `AveragedTrainState`), the moving average of the variables is updated after
+  the step: average = decay * average + (1 - decay) * variables.
+
+  Returns the new state and the step's metrics: mean loss, top-1 and top-5 accuracy (over the
+  whole batch), and the learning rate, gradient norm and parameter norm.
+  """
+  if grad_accum_steps == 1:
+    grads, batch_stats, metrics = _gradients(state, state.batch_stats, batch, label_smoothing,
+                                             input_fn)
+  else:
+    grads, batch_stats, metrics = _accumulated_gradients(state, batch, grad_accum_steps,
+                                                         label_smoothing, input_fn)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if ema_decay is not None:
+    new_state = new_state.replace(ema=optax.incremental_update(
+        new_state.variables, state.ema, step_size=1 - ema_decay))
+  metrics.update({
       'learning_rate': jnp.asarray(schedule(state.step), jnp.float32),
-      'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(new_state.params)}
+      'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(new_state.params)})
   return new_state, metrics
 
 
@@ -87,8 +134,11 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 def jit_steps(state_shardings: Any, batch_sharding: NamedSharding, replicated: NamedSharding,
               schedule: optax.Schedule, label_smoothing: float = 0.0,
-              input_fn: InputFn = raw_images) -> tuple[Callable, Callable]:
+              input_fn: InputFn = raw_images, *, grad_accum_steps: int = 1,
+              ema_decay: float | None = None) -> tuple[Callable, Callable]:
   """The train step (state donated) and eval step, jitted with explicit shardings.
+
+  `grad_accum_steps` and `ema_decay`: see `train_step`.
 
   `input_fn` runs inside both steps, on the devices: it turns the transferred batch (e.g.
   uint8 pixels) into the network's input. The batch is not donated: no output has its shape,
@@ -98,7 +148,8 @@ def jit_steps(state_shardings: Any, batch_sharding: NamedSharding, replicated: N
   options = step_compiler_options(batch_sharding.mesh.devices.flat[0].platform)
   train = jax.jit(
       functools.partial(train_step, schedule=schedule, label_smoothing=label_smoothing,
-                        input_fn=input_fn),
+                        input_fn=input_fn, grad_accum_steps=grad_accum_steps,
+                        ema_decay=ema_decay),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, replicated), donate_argnums=0, compiler_options=options)
   evaluate = jax.jit(functools.partial(eval_step, input_fn=input_fn),

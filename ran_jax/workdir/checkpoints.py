@@ -95,7 +95,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, input_state: dic
                          f'saved, and the last good checkpoint (step {manager.latest_step()}) '
                          'is kept. Lower the learning rate or check the input data.')
   meta = dict(input_state, state_digest=digest, state_signature=structure_signature(state),
-              num_params=_num_params(state.params), state_layout=layout.layout_of(state.params))
+              num_params=_num_params(state.params), state_layout=layout.layout_of(state.params),
+              state_averaged=state.averaged() is not None)
   wait_for_saves(manager)  # a failure of the save before this one is reported as its own
   save_failures.check_room(manager, step)
   _in_flight[manager] = step
@@ -262,16 +263,17 @@ def _read_part(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
 
 
 def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, Any],
-                             other_layout: Callable[[], dict[str, Any]]
-                             ) -> tuple[int, dict[str, Any]] | None:
-  """(step, {'params', 'batch_stats'}) of the newest readable checkpoint, read alone: the
-  optimizer state is not read (for inference).
+                             other_layout: Callable[[], dict[str, Any]], *, average: bool = True
+                             ) -> tuple[int, dict[str, Any], bool] | None:
+  """(step, {'params', 'batch_stats'}, whether they are the moving average) of the newest
+  readable checkpoint, read alone: the optimizer state is not read (for inference).
 
-  `target`: the variables' shape structs with their shardings; a step in the other variable
-  layout is read with `other_layout()` and converted. Steps that cannot be read, or hold
-  non-finite values, are skipped with a warning (nothing is moved). Returns None when there is
-  no checkpoint; raises CheckpointError when a checkpoint holds another number of parameters
-  (another model) or none can be read.
+  `average`: read the moving average of the variables where the run kept one
+  (`config.ema_decay`), else the variables themselves. `target`: the variables' shape structs
+  with their shardings; a step in the other variable layout is read with `other_layout()` and
+  converted. Steps that cannot be read, or hold non-finite values, are skipped with a warning
+  (nothing is moved). Returns None when there is no checkpoint; raises CheckpointError when a
+  checkpoint holds another number of parameters (another model) or none can be read.
   """
   skipped = []
   wanted = _num_params(target['params'])
@@ -286,9 +288,13 @@ def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, A
           f'The checkpoint at {path} was written for another model ({meta["num_params"]:,} '
           f'parameters; this config has {wanted:,}). Run with the config it was written with.')
     read_target = _read_target(meta, target, path, other_layout)
+    averaged = average and meta.get('state_averaged', False)
     try:
       with _quiet_failed_reads():
-        variables = _read_part(path / 'state', read_target)
+        if averaged:
+          variables = _read_part(path / 'state', {'ema': read_target})['ema']
+        else:
+          variables = _read_part(path / 'state', read_target)
     except Exception as error:
       skipped.append((step, f'its variables could not be read ({save_failures.reason(error)})'))
       continue
@@ -299,7 +305,7 @@ def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, A
       logging.warning('Checkpoint of step %d is damaged: %s.', bad, reason)
     if read_target is not target:
       variables = _to_layout(variables, target)
-    return step, {key: variables[key] for key in ('params', 'batch_stats')}
+    return step, {key: variables[key] for key in ('params', 'batch_stats')}, averaged
   if skipped:
     listed = '; '.join(f'step {step}: {reason}' for step, reason in skipped)
     raise CheckpointError(f'No checkpoint in {manager.directory} can be read ({listed}).')

@@ -8,6 +8,7 @@ deviation otherwise). Written by process 0, each file atomically. Imports no Ten
 import dataclasses
 import io
 import json
+import logging
 import sys
 from typing import Any
 
@@ -16,8 +17,11 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from ran_jax.data import saved_dataset
 from ran_jax.data.normalize import InputNormalizer
+from ran_jax.data.source import InputSource
 from ran_jax.experiments import checks
+from ran_jax.workdir import checkpoints
 
 FILE = 'run.json'
 ARRAYS = 'normalizer.npz'
@@ -138,6 +142,56 @@ def changed_fields(saved: ml_collections.ConfigDict,
 
 def alters_model_or_input(field: str) -> bool:
   return field.startswith(MODEL_AND_INPUT) and field not in SAME_NETWORK
+
+
+def record_start(config: ml_collections.ConfigDict, workdir: str, pipeline: InputSource) -> None:
+  """Records the run starting in `workdir`. A run that resumes must train the same network
+  on the same input (and classes), and keep or not keep a moving average, as it started;
+  other changed fields are logged and recorded."""
+  saved = read(workdir) if checkpoints.has_steps(workdir) else None
+  started = saved.class_names if saved is not None else _legacy_class_names(workdir)
+  if started is not None and started != pipeline.class_names:
+    raise ValueError(f'the classes are now {list(pipeline.class_names)}, but this run started '
+                     f'with {list(started)}; restore those class folders, or give a new '
+                     '--workdir (with init_from=this one to start from its network)')
+  changes = ()
+  if saved is not None:
+    changed = changed_fields(saved.config, config)
+    changed.pop('eval_only', None)  # how this invocation uses the run, not a change of it
+    _refuse_resume(changed)
+    changes = saved.changes
+    if changed:
+      logging.warning('Resuming with changed fields (recorded in %s): %s', FILE,
+                      ', '.join(f'{field}={new!r} (was {old!r})'
+                                for field, (old, new) in changed.items()))
+      changes += ({'command_line': sys.argv, 'changed': {
+          field: list(values) for field, values in changed.items()}},)
+  write(workdir, of_run(config, pipeline.class_names, pipeline.channels, pipeline.normalizer(),
+                        changes))
+
+
+def _refuse_resume(changed: dict[str, tuple[Any, Any]]) -> None:
+  """A ValueError naming the first changed field a resumed run cannot take."""
+  refused = [field for field in changed if alters_model_or_input(field)]
+  why = 'changes the network or its input'
+  averages = changed.get('ema_decay', (None, None))
+  if not refused and (averages[0] is None) != (averages[1] is None):
+    refused, why = ['ema_decay'], 'adds or drops the moving average its checkpoints hold'
+  if not refused:
+    return
+  old, new = (repr(value) if value is not None else 'unset (the default)'
+              for value in changed[refused[0]])
+  raise ValueError(
+      f'this run was started with {refused[0]}={old} and cannot resume with {new}: that '
+      f'{why}; give a new --workdir (with init_from=this one to start from its network), or '
+      'the value it started with')
+
+
+def _legacy_class_names(workdir: str) -> tuple[str, ...] | None:
+  """The classes a folder run started before runs recorded them (`dataset.json`)."""
+  if checkpoints.has_steps(workdir) and (epath.Path(workdir) / saved_dataset.FILE).exists():
+    return saved_dataset.load(workdir).class_names
+  return None
 
 
 def resolve(config: ml_collections.ConfigDict | None, workdir: str
