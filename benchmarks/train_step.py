@@ -146,7 +146,7 @@ def build(args: argparse.Namespace):
         compile_at, _capacity(args), [first], max_compiles=3, least=args.grad_accum_steps,
         multiple=math.lcm(args.batch_multiple, args.grad_accum_steps))
     if found.largest is None:
-      raise SystemExit(f'error: not even {args.batch_multiple} images per device fit.')
+      raise SystemExit(f'error: not even {args.grad_accum_steps} image(s) per device fit.')
     chosen = next(c for c in (first, *found.compiles)
                   if c.per_device_batch == found.largest)
   if chosen.executable is None:

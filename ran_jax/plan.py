@@ -221,9 +221,10 @@ def make_plan(config: Any, target: Target, *, search: bool = False, with_eval: b
     plan['largest_confirmed'] = found.confirmed_above
     plan['smallest_refused_per_device_batch'] = found.smallest_refused
   if try_accumulation and not plan['fits'] and capacity is not None:
-    plan['grad_accum_that_fits'] = None
+    plan['grad_accum_tried'], plan['grad_accum_that_fits'] = [], None
     count = micro * 2
     while asked % count == 0:
+      plan['grad_accum_tried'].append(count)
       if compile_at('train', asked, accumulation=count).fits(capacity):
         plan['grad_accum_that_fits'] = count
         break
@@ -289,12 +290,17 @@ def format_plan(plan: dict) -> str:
          f'confirmed to fit; {refused} does not, the batches between were not compiled)'
          if refused is not None else 'larger ones not compiled)')))
   if 'grad_accum_that_fits' in plan:
-    count = plan['grad_accum_that_fits']
+    count, tried = plan['grad_accum_that_fits'], plan['grad_accum_tried']
     per_device = plan['train']['per_device_batch']
-    lines.append(f'--config.grad_accum_steps={count} keeps the asked batch in micro-batches of '
-                 f'{per_device // count} per device, and fits' if count else
-                 'no grad_accum_steps dividing the per-device batch by powers of 2 makes the '
-                 'asked batch fit')
+    if count:
+      lines.append(f'--config.grad_accum_steps={count} keeps the asked batch in micro-batches '
+                   f'of {per_device // count} per device, and fits')
+    elif tried:
+      lines.append(f'no grad_accum_steps tried ({", ".join(map(str, tried))}) makes the asked '
+                   'batch fit')
+    else:
+      lines.append(f'no more micro-batches were tried: {per_device} per device does not split '
+                   f'into twice grad_accum_steps={plan["grad_accum_steps"]}')
   if 'remat_that_fits' in plan:
     remat = plan['remat_that_fits']
     lines.append(f'--config.model.remat={remat} makes the asked batch fit' if remat else

@@ -162,8 +162,9 @@ def test_accumulated_averaged_run_resumes_exactly_and_serves_its_average(
     run_config, tmp_path, monkeypatch, capsys):
   """Stopped by SIGINT at step 2 of 4 and resumed: the same checkpoint (digest of the whole
   state, the average included) and eval results as the run that was not stopped; both the
-  weights and their average are evaluated, and inference loads the average unless asked not
-  to (`ran_jax.predict --noema`). Dropping the average on resume is refused in one line."""
+  weights and their average are evaluated, and inference and fine-tuning load the average
+  (inference the weights when asked: `ran_jax.predict --noema`). Dropping the average on
+  resume is refused in one line."""
   straight = loop.train_and_evaluate(run_config(), str(tmp_path / 'straight'))
   interrupt_at_step(2, monkeypatch)
   with pytest.raises(Preempted, match='Stopped by SIGINT at step 2'):
@@ -180,6 +181,11 @@ def test_accumulated_averaged_run_resumes_exactly_and_serves_its_average(
   weights = load_for_inference(None, str(tmp_path / 'straight'), average=False)
   assert average.averaged and not weights.averaged
   assert relative_difference(average.variables, jax.device_get(weights.variables)) > 1e-3
+  _, source, _ = init_from.read_source(str(tmp_path / 'straight'))  # fine-tuning from it
+  expected = flax.traverse_util.flatten_dict(jax.device_get(average.variables), sep='/')
+  assert source.keys() == expected.keys()
+  for path, value in source.items():
+    np.testing.assert_array_equal(value, expected[path])
 
   image = write_png(tmp_path / 'digit.png', np.random.default_rng(0).integers(0, 17, (8, 8)) * 15)
   for loaded, flag in ((average, []), (weights, ['--noema'])):

@@ -197,3 +197,18 @@ def test_a_record_of_the_former_field_name_resumes(tmp_path):
   config = folder_config.get_config()
   config.recipe = 'small'
   assert run_record.changed_fields(run_record.read(str(tmp_path)).config, config) == {}
+
+
+def test_a_record_from_before_the_training_options_resumes_unchanged(tmp_path):
+  """A run recorded before grad_accum_steps and ema_decay existed resumes with their defaults
+  as no change, and with a value as a change."""
+  recorded = folder_config.get_config()
+  with recorded.unlocked():
+    del recorded['grad_accum_steps'], recorded['ema_decay']
+  run_record.write(str(tmp_path), run_record.of_run(
+      recorded, ('a', 'b'), 1, normalize.imagenet_normalizer()))
+  config = folder_config.get_config()
+  saved = run_record.read(str(tmp_path)).config
+  assert run_record.changed_fields(saved, config) == {}
+  config.grad_accum_steps = 2
+  assert run_record.changed_fields(saved, config) == {'grad_accum_steps': (1, 2)}

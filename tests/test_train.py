@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import types
@@ -154,7 +155,7 @@ def test_steps_are_compiled_before_the_first_step_and_a_batch_too_large_is_refus
                        r'device, more than the [\d.]+ GiB a device has; (\d+) images per device '
                        r'fit \(--config.batch_size=(\d+); compiled to confirm it, and (\d+) does '
                        r'not\), or keep the batch in micro-batches of (\d+) images per device '
-                       r'with --config.grad_accum_steps=(\d+), or lower its memory with '
+                       r'with --config.grad_accum_steps=(\d+), or lower the step\'s memory with '
                        r'--config.model.remat=module \(.*\)', line)
   assert match and int(match[2]) == int(match[1]) * devices, line
   micro_batch, accumulated = int(match[4]), int(match[5])
@@ -307,3 +308,18 @@ def test_eval_results_stay_strict_json(tmp_path):
   saved = json.loads((tmp_path / 'eval_results.json').read_text(), parse_constant=reject)
   assert saved == results
   assert saved['loss'] is None and saved['top1_accuracy'] == 0.5 and saved['step'] == 7
+
+
+def test_a_run_from_before_run_records_cannot_resume_with_an_average(straight_run, digits_config,
+                                                                    tmp_path):
+  """Checkpoints without a run.json (runs recorded nothing before) hold no moving average:
+  adding one is refused in one line before any work, and the record is left as it was."""
+  workdir, _ = straight_run
+  legacy = tmp_path / 'legacy'
+  shutil.copytree(workdir, legacy)
+  (legacy / 'run.json').unlink()
+  with pytest.raises(ValueError, match=r'^this run was started with ema_decay=unset \(the '
+                     r'default\) and cannot resume with 0.9: that adds or drops the moving '
+                     r'average its checkpoints hold;'):
+    loop.train_and_evaluate(digits_config(ema_decay=0.9), str(legacy))
+  assert not (legacy / 'run.json').exists()

@@ -179,8 +179,8 @@ class BatchSearch:
   that found them.
 
   Attributes:
-    largest: the largest batch compiled that fits (a multiple of `multiple`, or 1 when not even
-      `multiple` fits); None only when one image per device does not fit.
+    largest: the largest batch compiled that fits (a multiple of `multiple`, or the search's
+      `least` when not even `multiple` fits); None only when `least` does not fit.
     smallest_refused: the smallest batch compiled that does not fit (None: none was refused).
     confirmed_above: True when `smallest_refused` is the next batch after `largest` (the next
       multiple), so `largest` is the answer and not only a lower bound.
@@ -308,9 +308,9 @@ def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str
   field = 'batch_size' if error.step == 'train' else 'eval_batch_size'
   head = error.what_is_too_large()
   if found.largest is None:
-    return (f'{head}; not even {micro} image{"s" if micro > 1 else ""} per device fit: lower '
-            f'its memory with --config.model.remat={LEAST_MEMORY_REMAT}, or use devices with '
-            'more memory')
+    least = f'{micro} images per device fit' if micro > 1 else 'one image per device fits'
+    return (f'{head}; not even {least}: lower the step\'s memory with --config.model.remat='
+            f'{LEAST_MEMORY_REMAT}, or use devices with more memory')
   refused = (f', and {found.smallest_refused} does not' if found.smallest_refused is not None
              else '')
   accumulate = ''
@@ -320,7 +320,7 @@ def fitting_batch_line(error: BatchTooLargeError, devices: Sequence[Any]) -> str
                   f'images per device with --config.grad_accum_steps={more}')
   return (f'{head}; {found.largest} images per device fit (--config.{field}='
           f'{found.largest * len(devices)}; compiled to confirm it{refused}){accumulate}, or '
-          f'lower its memory with --config.model.remat={LEAST_MEMORY_REMAT} (python3 -m '
+          f'lower the step\'s memory with --config.model.remat={LEAST_MEMORY_REMAT} (python3 -m '
           'ran_jax.plan shows each)')
 
 

@@ -45,8 +45,8 @@ class BatchTooLargeError(TrainingError):
     field = 'batch_size' if step == 'train' else 'eval_batch_size'
     accumulate = ', or raise --config.grad_accum_steps' if step == 'train' else ''
     super().__init__(
-        f'{self.what_is_too_large()}; lower --config.{field}{accumulate}, or its memory with '
-        '--config.model.remat=module (python3 -m ran_jax.plan --search finds the largest batch '
+        f'{self.what_is_too_large()}; lower --config.{field}{accumulate}, or the step\'s memory '
+        'with --config.model.remat=module (python3 -m ran_jax.plan --search finds the largest batch '
         'that fits)')
 
   def what_is_too_large(self) -> str:

@@ -61,8 +61,9 @@ def _flat(variables: dict[str, Any]) -> dict[str, Any]:
 
 def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
   """(step, variables by path, variable layout) of the newest readable, finite checkpoint of
-  the run in `workdir`: its parameters and BatchNorm statistics in host memory (every process
-  reads them; nothing there is changed)."""
+  the run in `workdir`: its parameters and BatchNorm statistics (their moving average where the
+  run kept one, as its predictions use it) in host memory (every process reads them; nothing
+  there is changed)."""
   directory = epath.Path(workdir) / 'checkpoints'
   if not checkpoints.has_steps(workdir):
     raise InitFromError(f'init_from={workdir!r} holds no checkpoint ({directory} has no step); '
@@ -76,11 +77,15 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
       try:
         meta = manager.restore(step, args=ocp.args.Composite(input=ocp.args.JsonRestore())).input
         tree = manager.item_metadata(step)['state'].tree
-        wanted = {key: tree[key] for key in ('params', 'batch_stats') if key in tree}
+        averaged = bool(meta.get('state_averaged')) and 'ema' in tree
+        part = tree['ema'] if averaged else tree
+        wanted = {key: part[key] for key in ('params', 'batch_stats') if key in part}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+        item = {'ema': args} if averaged else args
         state = manager.restore(step, args=ocp.args.Composite(  # not the optimizer's state
-            state=ocp.args.PyTreeRestore(item=args, restore_args=args,
+            state=ocp.args.PyTreeRestore(item=item, restore_args=item,
                                          partial_restore=True))).state
+        state = state['ema'] if averaged else state
       except Exception as error:  # Orbax/TensorStore raise many types for bad files
         logging.warning('init_from: the checkpoint of step %d in %s could not be read (%s); '
                         'trying the one before.', step, directory, type(error).__name__)
@@ -91,6 +96,9 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
         logging.warning('init_from: the checkpoint of step %d holds non-finite values; trying '
                         'the one before.', step)
         continue
+      if averaged:
+        logging.info('init_from: the run in %s kept a moving average of its weights; it is '
+                     'what is loaded, as its predictions use it.', workdir)
       return step, variables, meta.get('state_layout', layout.UNROLLED)
   finally:
     manager.close()

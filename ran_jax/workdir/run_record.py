@@ -132,10 +132,17 @@ def _flat(value: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
+# Fields added after runs began recording themselves, with the value that does what a run
+# recorded without them did: their absence from a record is not a change.
+ADDED_FIELDS = {'grad_accum_steps': 1, 'ema_decay': None}
+
+
 def changed_fields(saved: ml_collections.ConfigDict,
                    config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
-  """The fields whose values differ: {field: (saved value, new value)}."""
-  before, after = _flat(_jsonable(saved.to_dict())), _flat(_jsonable(config.to_dict()))
+  """The fields whose values differ: {field: (saved value, new value)}; a field of
+  `ADDED_FIELDS` missing from either side has its former value."""
+  before, after = (
+      {**ADDED_FIELDS, **_flat(_jsonable(given.to_dict()))} for given in (saved, config))
   return {key: (before.get(key), after.get(key)) for key in sorted(set(before) | set(after))
           if before.get(key) != after.get(key)}
 
@@ -155,6 +162,8 @@ def record_start(config: ml_collections.ConfigDict, workdir: str, pipeline: Inpu
                      f'with {list(started)}; restore those class folders, or give a new '
                      '--workdir (with init_from=this one to start from its network)')
   changes = ()
+  if saved is None and checkpoints.has_steps(workdir):  # from before runs recorded themselves
+    _refuse_resume({'ema_decay': (None, config.get('ema_decay'))})
   if saved is not None:
     changed = changed_fields(saved.config, config)
     changed.pop('eval_only', None)  # how this invocation uses the run, not a change of it
