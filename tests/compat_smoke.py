@@ -1,7 +1,8 @@
 """The smoke set that `tests/compat.py` runs in each environment it builds (the declared minimum
 versions, the newest ones on Python 3.12 and 3.13): every module imports, and a user's session
-of real processes on 8 CPU devices (a short digits run, its resume, predict, visualize, an
-export run by a script that imports only JAX and NumPy, and the plan command's CPU path) succeeds with nothing on stderr but its own lines.
+of real processes on 8 CPU devices (a short digits run, its resume, a run fine-tuned from it,
+predict, visualize, an export run by a script that imports only JAX and NumPy, and the plan
+command's CPU path) succeeds with nothing on stderr but its own lines.
 
 The processes run with every deprecation warning shown; none may come from JAX, Flax, optax,
 Orbax or this package. Not part of the main suite (run it with `python3 -m pytest
@@ -90,6 +91,16 @@ def test_resume(run):
   assert 'Restored checkpoint of step 4' in result.stderr and 'Step 6/6' in result.stderr
   assert 'in 2 micro-batches of 2' in result.stderr
   assert json.loads((workdir / 'eval_results.json').read_text())['step'] == 6
+
+
+def test_fine_tune_from_the_run(run, tmp_path):
+  """A new run that starts from the run's average (init_from)."""
+  workdir, flags, _ = run
+  flags = [f'--workdir={tmp_path}' if flag.startswith('--workdir=') else flag for flag in flags]
+  result = tool('ran_jax.main', *flags, '--config.num_train_steps=2',
+                f'--config.init_from={workdir}')
+  assert 'kept a moving average of its weights; it is what is loaded' in result.stderr
+  assert 'Initialised from' in result.stderr and 'Step 2/2' in result.stderr
 
 
 def test_predict(run):

@@ -82,10 +82,8 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
         wanted = {key: part[key] for key in ('params', 'batch_stats') if key in part}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
         item = {'ema': args} if averaged else args
-        state = manager.restore(step, args=ocp.args.Composite(  # not the optimizer's state
-            state=ocp.args.PyTreeRestore(item=item, restore_args=item,
-                                         partial_restore=True))).state
-        state = state['ema'] if averaged else state
+        state = checkpoints.read_part(directory / str(step) / 'state', item, item)
+        state = state['ema'] if averaged else state  # not the optimizer's state
       except Exception as error:  # Orbax/TensorStore raise many types for bad files
         logging.warning('init_from: the checkpoint of step %d in %s could not be read (%s); '
                         'trying the one before.', step, directory, type(error).__name__)

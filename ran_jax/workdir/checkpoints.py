@@ -248,18 +248,22 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any, *, set_aside: bo
   return None
 
 
-def _read_part(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
-  """The entries of `target` (shape structs with shardings) read from the saved tree at
-  `path`; the rest of it is not read."""
-  restore_args = jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(
-      sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
+def read_part(path: epath.Path, item: Any, restore_args: Any) -> Any:
+  """The entries of `item` read from the saved tree at `path` as `restore_args` say; the rest
+  of it is not read."""
   with ocp.PyTreeCheckpointer() as reader:
     try:
-      args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                    partial_restore=True)
+      args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
     except TypeError:  # Orbax before partial_restore: an empty `transforms` reads the item's keys
-      return reader.restore(path, item=target, restore_args=restore_args, transforms={})
+      return reader.restore(path, item=item, restore_args=restore_args, transforms={})
     return reader.restore(path, args=args)
+
+
+def _read_part(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
+  """The entries of `target` (shape structs with shardings) read from the saved tree at
+  `path`, placed as they say."""
+  return read_part(path, target, jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(
+      sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target))
 
 
 def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, Any],
