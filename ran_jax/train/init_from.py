@@ -77,13 +77,12 @@ def read_source(workdir: str) -> tuple[int, dict[str, np.ndarray], str]:
       try:
         meta = manager.restore(step, args=ocp.args.Composite(input=ocp.args.JsonRestore())).input
         tree = manager.item_metadata(step)['state'].tree
-        averaged = bool(meta.get('state_averaged')) and 'ema' in tree
-        part = tree['ema'] if averaged else tree
+        averaged = checkpoints.holds_average(meta)
+        part = tree[checkpoints.AVERAGE] if averaged else tree
         wanted = {key: part[key] for key in ('params', 'batch_stats') if key in part}
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-        item = {'ema': args} if averaged else args
-        state = checkpoints.read_part(directory / str(step) / 'state', item, item)
-        state = state['ema'] if averaged else state  # not the optimizer's state
+        state = checkpoints.read_variables(  # not the optimizer's state
+            directory / str(step) / 'state', args, args, averaged=averaged)
       except Exception as error:  # Orbax/TensorStore raise many types for bad files
         logging.warning('init_from: the checkpoint of step %d in %s could not be read (%s); '
                         'trying the one before.', step, directory, type(error).__name__)

@@ -67,10 +67,9 @@ def describe_schedule(config: ml_collections.ConfigDict, steps_per_epoch: float,
     return f'{step / steps_per_epoch:.2f}'
 
   micro = config.get('grad_accum_steps', 1)
+  split = f' in {micro} micro-batches of {config.batch_size // micro}' if micro > 1 else ''
   line = (f'{num_train_steps} steps = {epochs(num_train_steps)} epochs at batch '
-          f'{config.batch_size}'
-          f'{f" in {micro} micro-batches of {config.batch_size // micro}" if micro > 1 else ""}'
-          f' ({num_train_steps * config.batch_size:,} examples); '
+          f'{config.batch_size}{split} ({num_train_steps * config.batch_size:,} examples); '
           f'lr {base_learning_rate(config):g}')
   warmup = warmup_steps(config, steps_per_epoch)
   if warmup:

@@ -248,7 +248,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any, *, set_aside: bo
   return None
 
 
-def read_part(path: epath.Path, item: Any, restore_args: Any) -> Any:
+def _read_part(path: epath.Path, item: Any, restore_args: Any) -> Any:
   """The entries of `item` read from the saved tree at `path` as `restore_args` say; the rest
   of it is not read."""
   with ocp.PyTreeCheckpointer() as reader:
@@ -259,11 +259,27 @@ def read_part(path: epath.Path, item: Any, restore_args: Any) -> Any:
     return reader.restore(path, args=args)
 
 
-def _read_part(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
-  """The entries of `target` (shape structs with shardings) read from the saved tree at
-  `path`, placed as they say."""
-  return read_part(path, target, jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(
-      sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target))
+AVERAGE = 'ema'  # the train state's field holding the moving average of the variables
+
+
+def holds_average(meta: dict) -> bool:
+  """Whether a step whose metadata is `meta` holds a moving average of the variables."""
+  return bool(meta.get('state_averaged', False))
+
+
+def read_variables(path: epath.Path, item: Any, restore_args: Any, *,
+                   averaged: bool) -> Any:
+  """The network's variables (the entries of `item`) from the saved state at `path`: their
+  moving average (`averaged`; see `holds_average`) or the weights themselves."""
+  if not averaged:
+    return _read_part(path, item, restore_args)
+  return _read_part(path, {AVERAGE: item}, {AVERAGE: restore_args})[AVERAGE]
+
+
+def _placed(target: dict[str, Any]) -> dict[str, Any]:
+  """Restore arguments that place each entry as `target`'s shape structs say."""
+  return jax.tree.map(lambda leaf: ocp.ArrayRestoreArgs(
+      sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype), target)
 
 
 def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, Any],
@@ -292,13 +308,11 @@ def restore_latest_variables(manager: ocp.CheckpointManager, target: dict[str, A
           f'The checkpoint at {path} was written for another model ({meta["num_params"]:,} '
           f'parameters; this config has {wanted:,}). Run with the config it was written with.')
     read_target = _read_target(meta, target, path, other_layout)
-    averaged = average and meta.get('state_averaged', False)
+    averaged = average and holds_average(meta)
     try:
       with _quiet_failed_reads():
-        if averaged:
-          variables = _read_part(path / 'state', {'ema': read_target})['ema']
-        else:
-          variables = _read_part(path / 'state', read_target)
+        variables = read_variables(path / 'state', read_target, _placed(read_target),
+                                   averaged=averaged)
     except Exception as error:
       skipped.append((step, f'its variables could not be read ({save_failures.reason(error)})'))
       continue
